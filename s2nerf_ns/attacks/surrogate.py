@@ -1,0 +1,273 @@
+"""SERVER SIDE (attacker): the surrogate model attack (SMA) of a curious server.
+
+The attacker is built from what the server legitimately knows: the shape of the training images (the
+cameras it was sent), the client head's *architecture* (not its weights) and, every step, the
+:class:`~s2nerf_ns.split.channel.ServerView` handed out by the gradient channel's observer interface:
+rays, sample positions and spacing, ``h`` and the defended gradient. It never receives pixels, client
+weights or the client's loss.
+
+Two ways to update the dummy pixels:
+
+* ``sgd`` (the paper): dummy pixels are parameters, trained by ``L_surr = lambda_g * rho * L_g + L_dummy``.
+* ``solve`` (ours): per ray, the gradient the client sent is linear in the ray's colour residual
+  ``e = d L / d rgb``: ``g_r = J_r^T e_r`` with ``J_r = d rgb_r / d h_r``. Given the surrogate's Jacobian
+  the attacker solves that 3-unknown least-squares problem in closed form, reads the implied pixel
+  ``rgb'_r - e_r * 3N/2`` and writes it into the dummy image. The surrogate is trained to explain the
+  received gradients (``L_g``, scale-free) and to render the dummies (``L_dummy``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from nerfstudio.configs.base_config import InstantiateConfig
+
+from s2nerf_ns.split.channel import ServerView
+from s2nerf_ns.split.client import ClientHead
+
+
+@dataclass
+class SurrogateAttackConfig(InstantiateConfig):
+    """Surrogate model attack options. ``preset="paper"`` restores the literal reference settings."""
+
+    _target: Type = field(default_factory=lambda: SurrogateAttacker)
+    preset: Literal["engineered", "paper"] = "engineered"
+    """engineered: the settings that make the attack work here; paper: lambda_g=1e-2 with the rho balance,
+    10/t decay, random dummy init, MSE gradient distance, SGD dummies, one attacker step per victim step."""
+    dummy_update: Literal["sgd", "solve"] = "solve"
+    """How dummy pixels are updated: trained parameters (paper) or closed-form per-ray solve (see module doc)."""
+    gradient_distance: Literal["mse", "cosine", "row-cosine"] = "cosine"
+    """L_g: MSE (paper), cosine distance per ray, or cosine per sample row."""
+    lambda_g: float = 1.0
+    """Weight of the gradient-matching loss (paper: 1e-2). 0 is the no-gradient ablation: the received
+    gradients are then not used at all (no L_g, no solve)."""
+    rho_steps: int = 100
+    """rho = mean(L_dummy / L_g) over this many first attacker steps, then frozen (only used with mse)."""
+    lr: float = 1e-3
+    """Surrogate learning rate."""
+    dummy_lr: float = 1e-1
+    """Dummy-pixel learning rate (sgd dummies)."""
+    lr_decay: Literal["none", "10/t", "0.1^(t/T)", "0.001^(t/T)"] = "none"
+    """Attacker learning-rate schedule (t: attacker step, T: attacker steps in the run)."""
+    dummy_init: Literal["gray", "random"] = "gray"
+    """Initial dummy pixels: 0.5 everywhere, or uniform random (paper)."""
+    solve_momentum: float = 0.5
+    """solve: new dummy = momentum * old + (1 - momentum) * implied pixel (for pixels seen before)."""
+    attacker_steps_per_victim_step: int = 1
+    """Attacker updates per received gradient (the extra ones replay earlier steps)."""
+    replay_steps: int = 0
+    """Attacker-only epochs after training: steps replaying the recorded (rays, h, g) transcript."""
+    replay_buffer_rays: int = 65536
+    """Rays kept (float16, random subset of each step) for replay."""
+    seed: int = 1234
+    """The attacker's own seed (surrogate initialisation, replay sampling)."""
+
+    def __post_init__(self) -> None:
+        if self.preset == "paper":
+            self.dummy_update, self.gradient_distance, self.lambda_g = "sgd", "mse", 1e-2
+            self.lr_decay, self.dummy_init, self.lr, self.dummy_lr = "10/t", "random", 1e-2, 1e-2
+            self.attacker_steps_per_victim_step, self.replay_steps = 1, 0
+        if self.lambda_g < 0:
+            raise ValueError(f"lambda_g must be >= 0, got {self.lambda_g}")
+        if self.attacker_steps_per_victim_step < 1 or self.replay_steps < 0:
+            raise ValueError("attacker_steps_per_victim_step must be >= 1 and replay_steps >= 0")
+        if not 0 <= self.solve_momentum < 1:
+            raise ValueError(f"solve_momentum must be in [0, 1), got {self.solve_momentum}")
+
+
+def render_rays(
+    head: nn.Module, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor
+) -> Tuple[Float[Tensor, "num_rays 3"], Float[Tensor, "num_rays num_samples 1"]]:
+    """Volume-render rays through a head from embeddings and bin edges (what the server knows)."""
+    deltas = (bins[..., 1:] - bins[..., :-1]).unsqueeze(-1)
+    dirs = directions[:, None, :].expand(*h.shape[:-1], 3)
+    density, rgb = head(h, dirs)
+    alpha = 1 - torch.exp(-density * deltas)
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1] + 1e-10], 1), 1)
+    weights = alpha * transmittance
+    color = (weights * rgb).sum(1)
+    # Background: the remaining transmittance sees the last sample's colour ("last_sample").
+    color = color + (1 - weights.sum(1)) * rgb[:, -1]
+    return color, weights
+
+
+class SurrogateAttacker(nn.Module):
+    """The curious server's reconstruction machinery. Holds no reference to the client or its images."""
+
+    config: SurrogateAttackConfig
+
+    def __init__(
+        self,
+        config: SurrogateAttackConfig,
+        num_images: int,
+        image_height: int,
+        image_width: int,
+        head_kwargs: Dict[str, int],
+        max_steps: int = 1,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.max_steps = max(int(max_steps), 1)
+        gen = torch.Generator().manual_seed(config.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.head = ClientHead(**head_kwargs)
+        if config.dummy_init == "gray":
+            init = torch.full((num_images, image_height, image_width, 3), 0.5)
+        else:
+            init = torch.rand((num_images, image_height, image_width, 3), generator=gen)
+        self.dummy = nn.Parameter(init)
+        self.register_buffer("seen", torch.zeros(num_images, image_height, image_width, dtype=torch.bool))
+        self.register_buffer("rho", torch.tensor(1.0))
+        self.register_buffer("step_count", torch.tensor(0, dtype=torch.long))
+        self._rho_sum, self._rho_n = 0.0, 0
+        self._gen = gen
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.replay: Deque[Dict[str, Tensor]] = deque()
+        self._replay_rays = 0
+        self.last_stats: Dict[str, float] = {}
+
+    # ------------------------------------------------------------------ optimiser and schedule
+    def _opt(self) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            groups = [{"params": list(self.head.parameters()), "lr": self.config.lr, "base_lr": self.config.lr}]
+            if self.config.dummy_update == "sgd":
+                groups.append({"params": [self.dummy], "lr": self.config.dummy_lr, "base_lr": self.config.dummy_lr})
+            self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+        return self.optimizer
+
+    def lr_factor(self, t: int) -> float:
+        decay, total = self.config.lr_decay, self.max_steps
+        if decay == "10/t":
+            return min(1.0, 10.0 / max(t, 1))
+        if decay == "0.1^(t/T)":
+            return 0.1 ** min(t / total, 1.0)
+        if decay == "0.001^(t/T)":
+            return 0.001 ** min(t / total, 1.0)
+        return 1.0
+
+    # ------------------------------------------------------------------ observer interface
+    def observe(self, view: ServerView) -> None:
+        """Called by the gradient channel with what the server saw in one training step."""
+        batch = self._as_batch(view)
+        self._remember(batch)
+        self.attack_step(batch)
+        for _ in range(self.config.attacker_steps_per_victim_step - 1):
+            if self.replay:
+                self.attack_step(self.sample_replay(len(batch["h"])))
+
+    @staticmethod
+    def _as_batch(view: ServerView) -> Dict[str, Tensor]:
+        return {"h": view.h, "grad": view.grad, "origins": view.origins, "directions": view.directions,
+                "bins": view.bins, "ray_indices": view.ray_indices}
+
+    def _remember(self, batch: Dict[str, Tensor]) -> None:
+        if self.config.replay_buffer_rays <= 0 or (self.config.replay_steps == 0
+                                                   and self.config.attacker_steps_per_victim_step == 1):
+            return
+        n = len(batch["h"])
+        keep = min(n, max(self.config.replay_buffer_rays // 64, 1))
+        idx = torch.randperm(n, generator=self._gen)[:keep].to(batch["h"].device)
+        item = {k: (v[idx].half() if v.is_floating_point() and k in ("h", "grad") else v[idx])
+                for k, v in batch.items()}
+        item["grad_scale"] = torch.tensor(float(n))  # the victim's batch size sets the gradient's scale
+        self.replay.append(item)
+        self._replay_rays += keep
+        while self._replay_rays > self.config.replay_buffer_rays and len(self.replay) > 1:
+            self._replay_rays -= len(self.replay.popleft()["h"])
+
+    def sample_replay(self, num_rays: int) -> Dict[str, Tensor]:
+        """A batch of rays drawn from the recorded transcript (all from one recorded step)."""
+        item = self.replay[int(torch.randint(len(self.replay), (1,), generator=self._gen))]
+        return {k: (v.float() if v.is_floating_point() else v) for k, v in item.items()}
+
+    def run_replay(self, num_steps: Optional[int] = None, num_rays: int = 4096) -> None:
+        """Attacker-only steps after training: replay the recorded (rays, h, g)."""
+        for _ in range(self.config.replay_steps if num_steps is None else num_steps):
+            if not self.replay:
+                return
+            self.attack_step(self.sample_replay(num_rays))
+
+    # ------------------------------------------------------------------ the attack
+    def gradient_distance(self, g_dummy: Tensor, g: Tensor) -> Tensor:
+        kind = self.config.gradient_distance
+        if kind == "mse":
+            return (g_dummy - g).pow(2).mean()
+        if kind == "cosine":
+            a, b = g_dummy.flatten(1), g.flatten(1)
+        else:
+            a, b = g_dummy.flatten(0, 1), g.flatten(0, 1)
+        keep = b.norm(dim=-1) > 0
+        return (1 - nn.functional.cosine_similarity(a[keep], b[keep], dim=-1, eps=1e-20)).mean()
+
+    def attack_step(self, batch: Dict[str, Tensor]) -> Dict[str, float]:
+        cfg = self.config
+        opt = self._opt()
+        t = int(self.step_count) + 1
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * self.lr_factor(t)
+        device = self.dummy.device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        h = batch["h"].detach().float().requires_grad_(True)
+        g = batch["grad"].float()
+        n_rays = float(batch["grad_scale"]) if "grad_scale" in batch else float(len(h))
+        cam, row, col = batch["ray_indices"].long().unbind(-1)
+        with torch.enable_grad():
+            rgb, _ = render_rays(self.head, h, batch["origins"], batch["directions"], batch["bins"])
+            if cfg.dummy_update == "solve" and cfg.lambda_g > 0:
+                with torch.no_grad():
+                    implied = self.implied_pixels(h, g, batch, n_rays)
+                    old, seen = self.dummy.data[cam, row, col], self.seen[cam, row, col, None]
+                    m = cfg.solve_momentum
+                    self.dummy.data[cam, row, col] = torch.where(seen, m * old + (1 - m) * implied, implied)
+                    self.seen[cam, row, col] = True
+            target = self.dummy[cam, row, col]
+            # The victim's loss: MSE averaged over the victim's batch (so gradients share its scale).
+            l_dummy = (rgb - target).pow(2).sum() / (3 * n_rays)
+            if cfg.lambda_g > 0:
+                g_dummy = torch.autograd.grad(l_dummy, h, create_graph=True)[0]
+                l_g = self.gradient_distance(g_dummy, g)
+            else:
+                l_g = torch.zeros((), device=device)
+            if cfg.gradient_distance == "mse" and cfg.lambda_g > 0 and self._rho_n < cfg.rho_steps:
+                self._rho_sum += float(l_dummy.detach() / l_g.detach().clamp_min(1e-30))
+                self._rho_n += 1
+                self.rho.fill_(self._rho_sum / self._rho_n)
+            rho = self.rho if cfg.gradient_distance == "mse" else 1.0
+            loss = cfg.lambda_g * rho * l_g + l_dummy * (3.0 if cfg.gradient_distance != "mse" else 1.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        opt.step()
+        with torch.no_grad():
+            self.dummy.clamp_(0.0, 1.0)
+        self.step_count += 1
+        self.last_stats = {"L_g": float(l_g.detach()), "L_dummy": float(l_dummy.detach()), "rho": float(rho)}
+        return self.last_stats
+
+    def implied_pixels(self, h: Tensor, g: Tensor, batch: Dict[str, Tensor], n_rays: float) -> Tensor:
+        """Per-ray least squares: the colour residual e with J^T e ~ g, and the pixel rgb' - e * 3N / 2."""
+        with torch.enable_grad():
+            hh = h.detach().requires_grad_(True)
+            rgb, _ = render_rays(self.head, hh, batch["origins"], batch["directions"], batch["bins"])
+            jac = []
+            for c in range(3):  # J_c = d rgb_c / d h, per ray
+                jac.append(torch.autograd.grad(rgb[:, c].sum(), hh, retain_graph=c < 2)[0].flatten(1))
+        J = torch.stack(jac, dim=1)  # [R, 3, S*D]
+        gram = J @ J.transpose(1, 2)  # [R, 3, 3]
+        rhs = J @ g.flatten(1).unsqueeze(-1)  # [R, 3, 1]
+        reg = 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)[:, None, None]
+        e = torch.linalg.solve(gram + reg * torch.eye(3, device=h.device), rhs)[..., 0]  # dL/drgb
+        return (rgb.detach() - e * (3 * n_rays / 2)).clamp(0.0, 1.0)
+
+    # ------------------------------------------------------------------ read-out
+    @torch.no_grad()
+    def render(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor) -> Tensor:
+        """The attacker's render of any rays, from the server's own embeddings."""
+        return render_rays(self.head, h, origins, directions, bins)[0]

@@ -1,0 +1,134 @@
+"""The split model: equivalence with its unsplit twin, the transcript, and where the defense applies."""
+
+import pytest
+import torch
+
+from s2nerf_ns.split.channel import CLIENT_TO_SERVER, SERVER_TO_CLIENT
+from s2nerf_ns.split.defense import NonFiniteGradientError, S2NeRFDefenseConfig
+from s2nerf_ns.models.split_nerf import SplitNerfModelConfig
+from conftest import TINY, random_batch, tiny_model
+
+
+def train(model, steps=20, lr=1e-2):
+    groups = model.get_param_groups()
+    opts = {k: torch.optim.Adam(v, lr=lr, eps=1e-15) for k, v in groups.items()}
+    losses, snapshots = [], []
+    model.train()
+    for step in range(steps):
+        model.channel.step = step
+        torch.manual_seed(100 + step)  # same stratified jitter in both runs
+        bundle, batch = random_batch(seed=step % 2)
+        out = model(bundle)
+        loss = sum(model.get_loss_dict(out, batch).values())
+        for o in opts.values():
+            o.zero_grad()
+        loss.backward()
+        for o in opts.values():
+            o.step()
+        losses.append(loss.item())
+    snapshots = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return losses, snapshots
+
+
+def test_split_with_identity_hook_equals_unsplit_training():
+    split_losses, split_state = train(tiny_model(split=True))
+    central_losses, central_state = train(tiny_model(split=False))
+    assert len(split_losses) == 20
+    assert split_losses == pytest.approx(central_losses, rel=1e-5, abs=1e-7)
+    assert split_losses[-1] < split_losses[0]
+    for key, value in central_state.items():
+        assert torch.allclose(split_state[key], value, rtol=1e-5, atol=1e-7), key
+
+
+def test_transcript_declares_every_crossing_and_only_the_gradient_comes_from_pixels():
+    model = tiny_model()
+    train(model, steps=3)
+    crossings = model.channel.transcript.for_step(2)
+    names = {(c.direction, c.name) for c in crossings}
+    assert names == {
+        (CLIENT_TO_SERVER, "ray_origins"), (CLIENT_TO_SERVER, "ray_directions"), (CLIENT_TO_SERVER, "ray_indices"),
+        (SERVER_TO_CLIENT, "sample_bins"), (SERVER_TO_CLIENT, "h"), (CLIENT_TO_SERVER, "grad_h"),
+    }
+    from_pixels = [c.name for c in crossings if c.derived_from_pixels]
+    assert from_pixels == ["grad_h"]
+    h = next(c for c in crossings if c.name == "h")
+    g = next(c for c in crossings if c.name == "grad_h")
+    assert h.shape == g.shape == [32, TINY["num_samples"], TINY["hidden_dim"]]
+    assert h.nbytes == 32 * TINY["num_samples"] * TINY["hidden_dim"] * 4
+    assert model.channel.transcript.steps_seen == 3
+    summary = model.channel.transcript.summary()
+    assert summary["total_bytes_per_step"] == sum(c.nbytes for c in crossings)
+
+
+def test_eval_renders_are_not_recorded():
+    model = tiny_model()
+    model.eval()
+    with torch.no_grad():
+        model(random_batch()[0])
+    assert model.channel.transcript.crossings == []
+
+
+def test_proposal_sampler_declares_weights_sent_to_server():
+    model = tiny_model(sampler="proposal", num_proposal_samples=(16,))
+    assert "server_proposal" in model.get_param_groups()
+    train(model, steps=2)
+    names = [(c.direction, c.name) for c in model.channel.transcript.for_step(1)]
+    assert (CLIENT_TO_SERVER, "proposal_weights") in names
+
+
+def test_server_gets_defended_gradient_and_client_the_clean_one():
+    """Client parameter grads equal the unsplit ones; server grads equal backprop of the noisy g."""
+    bundle, batch = random_batch(seed=5)
+    central = tiny_model(split=False)
+    torch.manual_seed(1)
+    loss = central.get_loss_dict(central(bundle), batch)["rgb_loss"]
+    loss.backward()
+
+    defended = tiny_model(defense=S2NeRFDefenseConfig(noise_scale=1.2, decay_ratio=1.0))
+    defended.train()
+    seen = []
+    defended.channel.add_observer(seen.append)
+    torch.manual_seed(1)
+    bundle, batch = random_batch(seed=5)
+    loss = defended.get_loss_dict(defended(bundle), batch)["rgb_loss"]
+    loss.backward()
+    for (name, p_def), p_cen in zip(defended.client_head.named_parameters(), central.client_head.parameters()):
+        assert torch.allclose(p_def.grad, p_cen.grad, atol=1e-7), name
+    # server side: recompute the server graph and backprop the gradient the server received
+    (view,) = seen
+    server = tiny_model(split=False).server_field
+    server.load_state_dict(defended.server_field.state_dict())
+    h = server(view.positions)
+    assert torch.allclose(h, view.h, atol=1e-6)
+    h.backward(view.grad)
+    for (name, p_def), p_ref, p_cen in zip(defended.server_field.named_parameters(), server.parameters(),
+                                           central.server_field.parameters()):
+        assert torch.allclose(p_def.grad, p_ref.grad, atol=1e-7), name
+        assert not torch.allclose(p_def.grad, p_cen.grad, atol=1e-7), name  # noise reached the server
+
+
+def test_nan_gradient_fails_the_step_clearly():
+    model = tiny_model()
+    model.train()
+    model.channel.step = 7
+    bundle, batch = random_batch()
+    out = model(bundle)
+    loss = (out["rgb"] * float("nan")).sum()
+    with pytest.raises(NonFiniteGradientError, match="step 7"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("cut", [-1, 2, 5])
+def test_impossible_cut_depth(cut):
+    with pytest.raises(ValueError, match="cut_depth"):
+        SplitNerfModelConfig(cut_depth=cut, num_density_layers=2)
+
+
+def test_deeper_cut_moves_layers_to_the_server():
+    shallow = tiny_model(cut_depth=1, num_density_layers=3)
+    deep = tiny_model(cut_depth=2, num_density_layers=3)
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(deep.server_field) > count(shallow.server_field)
+    assert count(deep.client_head) < count(shallow.client_head)
+    encoding_only = tiny_model(cut_depth=0)
+    assert encoding_only.server_field.out_dim == TINY["num_levels"] * 2
