@@ -6,6 +6,8 @@ s2nerf-central  the unsplit twin of the same architecture (for equivalence tests
 s2nerf-lite     S²NeRF with the smallest client the protocol allows
 splitnerf-sma   surrogate model attack on undefended SplitNeRF
 s2nerf-sma      surrogate model attack against S²NeRF
+splitnerf-ssma  scene-aided surrogate model attack (leaked photos) on SplitNeRF
+s2nerf-ssma     scene-aided surrogate model attack against S²NeRF
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from s2nerf_ns.data.rooms_dataparser import RoomsDataParserConfig
 from s2nerf_ns.models.split_nerf import SplitNerfModelConfig
+from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig
 from s2nerf_ns.pipelines.attack_pipeline import AttackPipelineConfig
+from s2nerf_ns.pipelines.scene_aided_pipeline import SceneAidedAttackPipelineConfig
 from s2nerf_ns.pipelines.split_pipeline import SplitPipelineConfig
 from s2nerf_ns.split.defense import NoDefenseConfig, S2NeRFDefenseConfig
 
@@ -120,4 +124,22 @@ splitnerf_sma = MethodSpecification(
 s2nerf_sma = MethodSpecification(
     config=split_trainer("s2nerf-sma", SplitNerfModelConfig(defense=S2NeRFDefenseConfig()), AttackPipelineConfig),
     description="Surrogate model attack against S²NeRF (c=1.2, r=1e-4) training.",
+)
+
+
+def ssma_pipeline(**kwargs) -> dict:
+    """SSMA defaults: one leaked off-trajectory photo, known pose, replayed gradients after training."""
+    return {"attack": SurrogateAttackConfig(replay_steps=200, replay_buffer_rays=1 << 18), **kwargs}
+
+
+splitnerf_ssma = MethodSpecification(
+    config=split_trainer("splitnerf-ssma", SplitNerfModelConfig(defense=NoDefenseConfig()),
+                         SceneAidedAttackPipelineConfig, ssma_pipeline()),
+    description="Scene-aided surrogate model attack (one leaked photo) on undefended SplitNeRF training.",
+)
+
+s2nerf_ssma = MethodSpecification(
+    config=split_trainer("s2nerf-ssma", SplitNerfModelConfig(defense=S2NeRFDefenseConfig()),
+                         SceneAidedAttackPipelineConfig, ssma_pipeline()),
+    description="Scene-aided surrogate model attack (one leaked photo) against S²NeRF training.",
 )

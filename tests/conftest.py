@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("S2NERF_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rooms"))
+# Tiny rooms rendered by the tests are cached here (never in the user's home cache).
+os.environ.setdefault("S2NERF_CACHE", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "rooms")))
 
 import pytest
 import torch

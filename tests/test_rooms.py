@@ -153,7 +153,8 @@ def test_depth_pass_is_zdepth():
     c2w[:3, 3] = [0.3, -0.2, 0.5]  # ... from z = 0.5
     wall = np.diag([50.0, 50.0, 1.0, 1.0])
     wall[2, 3] = -2.5  # rectangle in the plane z = -2.5, i.e. at distance 3
-    scene = mi.load_dict({"type": "scene", "wall": {"type": "rectangle", "to_world": mi.ScalarTransform4f(wall.tolist())}})
+    scene = mi.load_dict({"type": "scene", "integrator": {"type": "path"}, "light": {"type": "constant"},
+                          "wall": {"type": "rectangle", "to_world": mi.ScalarTransform4f(wall.tolist())}})
     room = rooms._Room("test", (1.0, 1.0, 1.0), Path("."), np.random.default_rng(0))
     renderer = rooms._Renderer(room, res, 4)
     renderer.scene = scene

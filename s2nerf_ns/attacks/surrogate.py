@@ -266,6 +266,21 @@ class SurrogateAttacker(nn.Module):
         e = torch.linalg.solve(gram + reg * torch.eye(3, device=h.device), rhs)[..., 0]  # dL/drgb
         return (rgb.detach() - e * (3 * n_rays / 2)).clamp(0.0, 1.0)
 
+    def fit_leaked(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor, pixels: Tensor,
+                   weight: float = 1.0) -> float:
+        """Scene-aided step: the surrogate reproduces leaked pixels from the server's own embeddings."""
+        opt = self._opt()
+        with torch.enable_grad():
+            rgb, _ = render_rays(self.head, h.detach(), origins.detach(), directions.detach(), bins.detach())
+            loss = weight * (rgb - pixels).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        if self.dummy.grad is not None:
+            self.dummy.grad = None
+        opt.step()
+        self.last_stats["L_leak"] = float(loss.detach())
+        return float(loss.detach())
+
     # ------------------------------------------------------------------ read-out
     @torch.no_grad()
     def render(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor) -> Tensor:

@@ -70,11 +70,17 @@ class AttackPipeline(SplitPipeline):
                 writer.put_scalar(name=f"Attack/{key}", scalar=value, step=step)
             writer.put_scalar(name="Attack/seconds_per_step", scalar=self.attack_seconds / self.attack_steps, step=step)
 
+    def replay_once(self) -> float:
+        """Attacker-only replay epochs after training (run once); returns the seconds they took."""
+        if getattr(self, "_replay_seconds", None) is None:
+            start = time.perf_counter()
+            self.attacker.run_replay()
+            self._replay_seconds = time.perf_counter() - start
+        return self._replay_seconds
+
     def finish_attack(self, step: int) -> None:
         """After training: attacker-only replay steps, then the dummy images are saved and scored."""
-        start = time.perf_counter()
-        self.attacker.run_replay()
-        replay_seconds = time.perf_counter() - start
+        replay_seconds = self.replay_once()
         if self.run_dir is None:
             return
         folder = self.run_dir / "attack"

@@ -292,6 +292,7 @@ class _Room:
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _add(self, name: str, shape: Dict[str, Any], lo=None, hi=None) -> None:
+        name = name.replace(".", "_")  # '.' is reserved in Mitsuba object ids
         key = name
         k = 1
         while key in self.shapes:
@@ -303,8 +304,7 @@ class _Room:
 
     def save_texture(self, name: str, img: np.ndarray) -> Path:
         path = self.tex_dir / f"{name}.png"
-        if not path.exists():
-            Image.fromarray(img).save(path)
+        Image.fromarray(img).save(path)
         return path
 
     def jitter(self, scale: float = 0.04) -> float:

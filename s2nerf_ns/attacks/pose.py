@@ -1,0 +1,97 @@
+"""SERVER SIDE (attacker): estimating the pose of a leaked photo from what the server has.
+
+Retrieval over the training poses the server was sent, then iNeRF-style refinement of an SE(3) correction
+by gradient descent on a colour-invariant photometric loss, rendering through the server's own fields and
+the attacker's surrogate head.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Sequence, Tuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
+
+RenderFn = Callable[[Tensor, Tensor], Tensor]
+"""(origins [N,3], unit directions [N,3]) -> rgb [N,3]; differentiable w.r.t. both."""
+
+
+def pixel_rays(
+    c2w: Float[Tensor, "3 4"], fx: float, fy: float, cx: float, cy: float, rows: Tensor, cols: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """Rays of pixel centres for an OpenGL-convention camera (x right, y up, looking along -z)."""
+    d_cam = torch.stack([(cols.float() + 0.5 - cx) / fx, -(rows.float() + 0.5 - cy) / fy,
+                         -torch.ones_like(cols, dtype=torch.float32)], dim=-1)
+    directions = torch.nn.functional.normalize(d_cam @ c2w[:, :3].T, dim=-1)
+    return c2w[:, 3].expand_as(directions), directions
+
+
+def pose_errors(estimate: Float[Tensor, "3 4"], truth: Float[Tensor, "3 4"]) -> Dict[str, float]:
+    """Rotation error (degrees) and camera-centre error (scene units)."""
+    rel = estimate[:, :3].T @ truth[:, :3]
+    cos = ((torch.trace(rel) - 1) / 2).clamp(-1.0, 1.0)
+    return {"rotation_error_deg": math.degrees(float(torch.arccos(cos))),
+            "translation_error": float((estimate[:, 3] - truth[:, 3]).norm())}
+
+
+def affine_invariant_mse(pred: Float[Tensor, "N 3"], target: Float[Tensor, "N 3"]) -> Tensor:
+    """MSE after the best affine colour map of ``pred`` onto ``target`` (differentiable)."""
+    x = torch.cat([pred, torch.ones_like(pred[:, :1])], dim=-1)
+    gram = x.T @ x + 1e-4 * torch.eye(4, device=pred.device)
+    coef = torch.linalg.solve(gram, x.T @ target)
+    return (x @ coef - target).pow(2).mean()
+
+
+@torch.no_grad()
+def retrieve_pose(
+    render: RenderFn, image: Float[Tensor, "H W 3"], candidates: Float[Tensor, "N 3 4"],
+    intrinsics: Sequence[float], stride: int = 4,
+) -> Tuple[int, Tensor]:
+    """Index of the candidate pose whose (subsampled) render best matches the image, colour-invariantly."""
+    fx, fy, cx, cy = intrinsics
+    rows, cols = torch.meshgrid(torch.arange(0, image.shape[0], stride), torch.arange(0, image.shape[1], stride),
+                                indexing="ij")
+    rows, cols = rows.reshape(-1).to(image.device), cols.reshape(-1).to(image.device)
+    target = image[rows, cols]
+    scores = []
+    for c2w in candidates:
+        o, d = pixel_rays(c2w, fx, fy, cx, cy, rows, cols)
+        scores.append(float(affine_invariant_mse(render(o, d), target)))
+    best = int(torch.tensor(scores).argmin())
+    return best, torch.tensor(scores)
+
+
+def refine_pose(
+    render: RenderFn, image: Float[Tensor, "H W 3"], init_c2w: Float[Tensor, "3 4"], intrinsics: Sequence[float],
+    steps: int = 200, lr: float = 5e-3, rays_per_step: int = 1024, seed: int = 0, colour_invariant: bool = True,
+) -> Tensor:
+    """iNeRF: optimise a left-multiplied SE(3) correction of ``init_c2w`` on random pixels of the image."""
+    fx, fy, cx, cy = intrinsics
+    gen = torch.Generator().manual_seed(seed)
+    tangent = torch.zeros(1, 6, device=image.device, requires_grad=True)
+    opt = torch.optim.Adam([tangent], lr=lr)
+    h, w = image.shape[:2]
+    centre = init_c2w[:, 3].detach()
+    for _ in range(steps):
+        rows = torch.randint(h, (rays_per_step,), generator=gen).to(image.device)
+        cols = torch.randint(w, (rays_per_step,), generator=gen).to(image.device)
+        c2w = apply_correction(tangent, init_c2w, centre)
+        o, d = pixel_rays(c2w, fx, fy, cx, cy, rows, cols)
+        pred, target = render(o, d), image[rows, cols]
+        loss = affine_invariant_mse(pred, target) if colour_invariant else (pred - target).pow(2).mean()
+        opt.zero_grad()
+        # Only the pose correction gets a gradient: nothing accumulates in the server's or head's parameters.
+        (tangent.grad,) = torch.autograd.grad(loss, [tangent])
+        opt.step()
+    return apply_correction(tangent.detach(), init_c2w, centre)
+
+
+def apply_correction(tangent: Tensor, c2w: Tensor, centre: Tensor) -> Tensor:
+    """Rotate about the camera centre and translate: a well-conditioned parametrisation for refinement."""
+    delta = exp_map_SO3xR3(tangent)[0]
+    rotated = torch.cat([delta[:, :3] @ c2w[:, :3], (centre + delta[:, 3])[:, None]], dim=1)
+    return rotated

@@ -1,0 +1,60 @@
+"""``s2nerf-bench``: the privacy-utility and speed benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Literal, Optional, Union
+
+import tyro
+from typing_extensions import Annotated
+
+
+@dataclass
+class Privacy:
+    """Rooms x defenses x {SMA, SSMA}: victim utility and attacker leakage (resumable)."""
+
+    preset: Literal["smoke", "cpu", "gpu"] = "smoke"
+    """Size of every run: smoke (CI, seconds), cpu (2 cores), gpu (reference size)."""
+    out: Path = Path("bench-results/privacy")
+    """Output folder (results.json, results.md, privacy_utility.png, grid_<room>.png)."""
+    rooms: List[str] = field(default_factory=lambda: ["bedroom", "office", "livingroom"])
+    """Rooms to run."""
+    defenses: Optional[List[str]] = None
+    """Defense settings (default: all for cpu/gpu, splitnerf and the paper's s2nerf for smoke)."""
+    seed: int = 42
+    """Training seed of every run."""
+
+    def main(self) -> None:
+        from s2nerf_ns.bench import privacy
+
+        privacy.run(self.preset, self.out, self.rooms, self.defenses, self.seed)
+        print((self.out / "results.md").read_text())
+
+
+@dataclass
+class Speed:
+    """Time per step, rays/s and memory of every method and of nerfacto, alternating in one process."""
+
+    preset: Literal["smoke", "cpu", "gpu"] = "cpu"
+    out: Path = Path("bench-results/speed")
+    rounds: int = 3
+    steps_per_round: int = 5
+    include_nerfacto: bool = True
+
+    def main(self) -> None:
+        from s2nerf_ns.bench import speed
+
+        names = speed.SPLIT_METHODS + (("nerfacto",) if self.include_nerfacto else ())
+        speed.run(self.preset, self.out, names, self.rounds, self.steps_per_round)
+        print((self.out / "speed.md").read_text())
+
+
+def main() -> None:
+    command = tyro.cli(Union[Annotated[Privacy, tyro.conf.subcommand("privacy")],
+                             Annotated[Speed, tyro.conf.subcommand("speed")]])
+    command.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Speed benchmark: time per step, rays per second and memory of the split methods, the unsplit twin,
+nerfstudio's nerfacto and the attack pipelines, on the same room and the same rays per step.
+
+All trainers live in one process and are stepped in alternating rounds, so ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import psutil
+import torch
+
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+from method_configs import s2nerf_methods as methods
+from s2nerf_ns.bench.common import PRESETS, Preset, environment, sized_config
+from s2nerf_ns.data.rooms_dataparser import RoomsDataParserConfig
+from s2nerf_ns.metrics import lpips_weights_path
+
+SPLIT_METHODS = ("splitnerf", "s2nerf", "s2nerf-lite", "s2nerf-central", "splitnerf-sma", "splitnerf-ssma")
+
+
+def nerfacto_config():
+    """nerfstudio's nerfacto on the built-in rooms with a single-process datamanager."""
+    from nerfstudio.configs.method_configs import method_configs
+
+    config = method_configs["nerfacto"]
+    if not lpips_weights_path().exists():
+        # nerfacto builds LPIPS at construction, which downloads AlexNet weights (impossible offline).
+        # Timing never evaluates LPIPS, so a stand-in that is never called replaces it for this benchmark.
+        import nerfstudio.models.nerfacto as nerfacto
+
+        nerfacto.LearnedPerceptualImagePatchSimilarity = lambda **_: torch.nn.Identity()  # type: ignore
+    config.pipeline.datamanager = VanillaDataManagerConfig(dataparser=RoomsDataParserConfig())
+    config.pipeline.model.camera_optimizer.mode = "off"
+    return config
+
+
+class Stepper:
+    """One set-up trainer that can be advanced step by step, with victim and attacker time separated."""
+
+    def __init__(self, name: str, config) -> None:
+        self.name = name
+        self.trainer = config.setup(local_rank=0, world_size=1)
+        self.trainer.setup()
+        self.step = 0
+        self.times: List[float] = []
+        self.attack_times: List[float] = []
+        self.memory: List[float] = []
+
+    def advance(self, num_steps: int, record: bool) -> None:
+        cuda = torch.cuda.is_available()
+        pipeline = self.trainer.pipeline
+        for _ in range(num_steps):
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            for cb in self.trainer.callbacks:
+                cb.run_callback_at_location(self.step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+            start = time.perf_counter()
+            self.trainer.train_iteration(self.step)
+            attack_before = getattr(pipeline, "attack_seconds", 0.0)
+            for cb in self.trainer.callbacks:
+                cb.run_callback_at_location(self.step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+            if cuda:
+                torch.cuda.synchronize()
+            total = time.perf_counter() - start
+            attack = getattr(pipeline, "attack_seconds", 0.0) - attack_before
+            if record:
+                self.times.append(total - attack)
+                self.attack_times.append(attack)
+                self.memory.append(torch.cuda.max_memory_allocated() / 2**20 if cuda
+                                   else psutil.Process().memory_info().rss / 2**20)
+            self.step += 1
+
+    def summary(self, rays: int) -> Dict[str, float]:
+        step = statistics.median(self.times)
+        out = {"victim_step_ms": 1000 * step, "rays_per_second": rays / step,
+               "peak_memory_mib": max(self.memory), "memory_kind": "cuda max allocated" if torch.cuda.is_available()
+               else "process RSS (all trainers of this benchmark)"}
+        if any(self.attack_times):
+            attack = statistics.median(self.attack_times)
+            out.update(attacker_step_ms=1000 * attack, attacker_extra_cost=attack / step)
+        return out
+
+
+def build(name: str, preset: Preset, rays: int, out_dir: Path) -> Stepper:
+    base = nerfacto_config() if name == "nerfacto" else getattr(methods, name.replace("-", "_")).config
+    config = sized_config(base, preset, "office", out_dir, f"speed_{name}_{rays}")
+    config.pipeline.datamanager.train_num_rays_per_batch = rays
+    config.pipeline.datamanager.dataparser.scene = "office"
+    return Stepper(name, config)
+
+
+def run(preset_name: str, out_dir: Path, methods_to_time: Sequence[str] = SPLIT_METHODS + ("nerfacto",),
+        rounds: int = 3, steps_per_round: int = 5, warmup: int = 3, ray_counts: Sequence[int] = ()) -> dict:
+    preset = PRESETS[preset_name]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steppers = [build(m, preset, preset.rays, out_dir / "runs") for m in methods_to_time]
+    for s in steppers:
+        s.advance(warmup, record=False)
+    for _ in range(rounds):  # alternate, so that drift in machine speed hits every method alike
+        for s in steppers:
+            s.advance(steps_per_round, record=True)
+    table = {s.name: s.summary(preset.rays) for s in steppers}
+    central = table.get("s2nerf-central", {}).get("victim_step_ms")
+    for name, row in table.items():
+        if central:
+            row["vs_unsplit_twin"] = row["victim_step_ms"] / central
+        if "nerfacto" in table:
+            row["vs_nerfacto"] = row["victim_step_ms"] / table["nerfacto"]["victim_step_ms"]
+    del steppers
+    scaling = {}
+    for rays in ray_counts or ((256, 1024, 4096) if torch.cuda.is_available() else (256, 512, 1024)):
+        pair = [build(m, preset, rays, out_dir / "runs") for m in ("splitnerf", "s2nerf-central")]
+        for s in pair:
+            s.advance(warmup, record=False)
+        for _ in range(rounds):
+            for s in pair:
+                s.advance(steps_per_round, record=True)
+        scaling[str(rays)] = {s.name: s.summary(rays)["victim_step_ms"] for s in pair}
+    results = {"preset": preset_name, "rays_per_step": preset.rays, "environment": environment(),
+               "rounds": rounds, "steps_per_round": steps_per_round, "methods": table, "ray_scaling_ms": scaling}
+    (out_dir / "speed.json").write_text(json.dumps(results, indent=2))
+    lines = [f"Preset `{preset_name}`, {preset.rays} rays/step, {results['environment']['device']}.", "",
+             "| method | step (ms) | rays/s | vs unsplit twin | vs nerfacto | attacker extra cost | peak memory (MiB) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, row in table.items():
+        lines.append(f"| {name} | {row['victim_step_ms']:.1f} | {row['rays_per_second']:.0f} | "
+                     f"{row.get('vs_unsplit_twin', float('nan')):.2f} | {row.get('vs_nerfacto', float('nan')):.2f} | "
+                     f"{row.get('attacker_extra_cost', 0.0):.2f}x | {row['peak_memory_mib']:.0f} |")
+    lines += ["", "| rays/step | splitnerf (ms) | unsplit twin (ms) |", "|---|---|---|"]
+    lines += [f"| {r} | {v['splitnerf']:.1f} | {v['s2nerf-central']:.1f} |" for r, v in scaling.items()]
+    (out_dir / "speed.md").write_text("\n".join(lines) + "\n")
+    return results
