@@ -317,7 +317,7 @@ def test_dataparser_config_validation(tmp_path):
             RoomsDataParserConfig(cache_dir=tmp_path, **kw)
     cfg = RoomsDataParserConfig(cache_dir=tmp_path)
     assert cfg.scene == "office" and cfg.resolution == 128 and cfg.spp == 32 and cfg.num_views == 120
-    assert cfg.data is None and cfg.eval_interval == 8 and cfg.num_extra_views == 4
+    assert cfg.data == Path() and cfg.eval_interval == 8 and cfg.num_extra_views == 4
 
 
 def test_dataparser_registered_entry_point():

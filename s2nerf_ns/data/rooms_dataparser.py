@@ -63,8 +63,8 @@ class RoomsDataParserConfig(DataParserConfig):
     """Every eval_interval-th view (index % eval_interval == 0) is held out for val/test."""
     cache_dir: Path = field(default_factory=_default_cache_dir)
     """Folder holding rendered rooms (default: $S2NERF_CACHE or ~/.cache/s2nerf-ns/rooms)."""
-    data: Optional[Path] = None
-    """Optional: load an already rendered room folder (transforms.json + s2nerf_room.json) instead of the cache."""
+    data: Path = Path()
+    """Optional (empty: the built-in room from the cache): load an already rendered room folder (transforms.json + s2nerf_room.json) instead of the cache."""
 
     def __post_init__(self) -> None:
         if self.scene not in SCENES:
