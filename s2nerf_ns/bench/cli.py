@@ -50,9 +50,26 @@ class Speed:
         print((self.out / "speed.md").read_text())
 
 
+@dataclass
+class Figure:
+    """PNG of an attack run's eval views: ground truth | victim | attacker | attacker, affine colour fit."""
+
+    load_config: Path
+    """config.yml of an attack run (splitnerf-sma, s2nerf-ssma, ...)."""
+    out: Path = Path("attack.png")
+    num_views: int = 4
+    scale: int = 3
+
+    def main(self) -> None:
+        from s2nerf_ns.bench.figure import attack_figure
+
+        print(attack_figure(self.load_config, self.out, self.num_views, self.scale))
+
+
 def main() -> None:
     command = tyro.cli(Union[Annotated[Privacy, tyro.conf.subcommand("privacy")],
-                             Annotated[Speed, tyro.conf.subcommand("speed")]])
+                             Annotated[Speed, tyro.conf.subcommand("speed")],
+                             Annotated[Figure, tyro.conf.subcommand("figure")]])
     command.main()
 
 

@@ -29,7 +29,6 @@ DEFENSES: Dict[str, dict] = {
     "splitnerf": dict(defense=NoDefenseConfig()),
     "s2nerf c=1.2 r=1e-4": dict(defense=S2NeRFDefenseConfig(noise_scale=1.2, decay_ratio=1e-4)),
     "s2nerf c=0.5 r=1e-4": dict(defense=S2NeRFDefenseConfig(noise_scale=0.5, decay_ratio=1e-4)),
-    "s2nerf c=1.2 r=1e-2": dict(defense=S2NeRFDefenseConfig(noise_scale=1.2, decay_ratio=1e-2)),
     "s2nerf c=1.2 r=1": dict(defense=S2NeRFDefenseConfig(noise_scale=1.2, decay_ratio=1.0)),
     "s2nerf-lite c=1.2 r=1e-4": dict(defense=S2NeRFDefenseConfig(noise_scale=1.2, decay_ratio=1e-4), lite=True),
     "label-noise std=0.1": dict(defense=LabelNoiseConfig(label_noise_std=0.1)),
