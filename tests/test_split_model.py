@@ -132,3 +132,11 @@ def test_deeper_cut_moves_layers_to_the_server():
     assert count(deep.client_head) < count(shallow.client_head)
     encoding_only = tiny_model(cut_depth=0)
     assert encoding_only.server_field.out_dim == TINY["num_levels"] * 2
+
+
+def test_s2nerf_with_zero_noise_scale_equals_splitnerf_step_for_step():
+    plain_losses, plain_state = train(tiny_model())
+    zero_losses, zero_state = train(tiny_model(defense=S2NeRFDefenseConfig(noise_scale=0.0)))
+    assert plain_losses == zero_losses
+    for key, value in plain_state.items():
+        assert torch.equal(zero_state[key], value), key
