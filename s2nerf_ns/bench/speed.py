@@ -125,8 +125,11 @@ def run(preset_name: str, out_dir: Path, methods_to_time: Sequence[str] = SPLIT_
             for s in pair:
                 s.advance(steps_per_round, record=True)
         scaling[str(rays)] = {s.name: s.summary(rays)["victim_step_ms"] for s in pair}
+    clients = {"s2nerf": client_cost(methods.s2nerf.config.pipeline.model),
+               "s2nerf-lite": client_cost(methods.s2nerf_lite.config.pipeline.model)}
     results = {"preset": preset_name, "rays_per_step": preset.rays, "environment": environment(),
-               "rounds": rounds, "steps_per_round": steps_per_round, "methods": table, "ray_scaling_ms": scaling}
+               "rounds": rounds, "steps_per_round": steps_per_round, "methods": table, "ray_scaling_ms": scaling,
+               "client_cost_reference_model": clients}
     (out_dir / "speed.json").write_text(json.dumps(results, indent=2))
     lines = [f"Preset `{preset_name}`, {preset.rays} rays/step, {results['environment']['device']}.", "",
              "| method | step (ms) | rays/s | vs unsplit twin | vs nerfacto | attacker extra cost | peak memory (MiB) |",
@@ -137,5 +140,45 @@ def run(preset_name: str, out_dir: Path, methods_to_time: Sequence[str] = SPLIT_
                      f"{row.get('attacker_extra_cost', 0.0):.2f}x | {row['peak_memory_mib']:.0f} |")
     lines += ["", "| rays/step | splitnerf (ms) | unsplit twin (ms) |", "|---|---|---|"]
     lines += [f"| {r} | {v['splitnerf']:.1f} | {v['s2nerf-central']:.1f} |" for r, v in scaling.items()]
+    lines += ["", "Client share per ray (reference model size, 64 samples/ray):", "",
+              "| method | client parameters | client MFLOP/ray | client activations (KiB/ray) | client time (us/ray) |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {name} | {c['client_parameters']:.0f} | {c['client_flops_per_ray'] / 1e6:.2f} | "
+              f"{c['client_activation_bytes_per_ray'] / 1024:.1f} | {c['client_us_per_ray_measured']:.1f} |"
+              for name, c in clients.items()]
     (out_dir / "speed.md").write_text("\n".join(lines) + "\n")
     return results
+
+
+def client_cost(model_config, num_rays: int = 1024, repeats: int = 5) -> Dict[str, float]:
+    """What the client computes per ray: parameters, multiply-add FLOPs, activation memory, measured time.
+
+    FLOPs and activation bytes are counted from the client head's linear layers (2 * in * out per sample;
+    every layer output kept for backward, float32); time is the measured client forward + backward of a batch.
+    """
+    from nerfstudio.cameras.rays import RayBundle
+    from nerfstudio.data.scene_box import SceneBox
+
+    torch.manual_seed(0)
+    model = model_config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
+    head = model.client_head
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    samples = model_config.num_samples
+    flops = samples * sum(2 * m.in_features * m.out_features for m in linears)
+    activations = samples * 4 * (head.in_dim + sum(2 * m.out_features for m in linears))  # outputs + ReLU/act
+    origins = torch.zeros(num_rays, 3)
+    directions = torch.nn.functional.normalize(torch.randn(num_rays, 3), dim=-1)
+    bundle = RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(num_rays, 1),
+                       camera_indices=torch.zeros(num_rays, 1, dtype=torch.long), nears=torch.full((num_rays, 1), 0.05),
+                       fars=torch.full((num_rays, 1), 1.5))
+    bins = torch.linspace(0.05, 1.5, samples + 1).expand(num_rays, samples + 1).contiguous()
+    times = []
+    for _ in range(repeats + 1):
+        h = torch.relu(torch.randn(num_rays, samples, head.in_dim)).requires_grad_(True)
+        start = time.perf_counter()
+        out = model.client_render(bundle, bins, h)
+        out["rgb"].sum().backward()
+        times.append(time.perf_counter() - start)
+    return {"client_parameters": float(sum(p.numel() for p in head.parameters())),
+            "client_flops_per_ray": float(flops), "client_activation_bytes_per_ray": float(activations),
+            "client_us_per_ray_measured": 1e6 * statistics.median(times[1:]) / num_rays}

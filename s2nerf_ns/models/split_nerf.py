@@ -291,7 +291,7 @@ class SplitNerfModel(Model):
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         image = batch["image"][..., :3].to(self.device)
-        return {"psnr": self.psnr(outputs["rgb"].clamp(0, 1), image)}
+        return {"psnr": self.psnr(outputs["rgb"].detach().clamp(0, 1), image)}
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         loss_dict = {"rgb_loss": self.rgb_loss(self.client_targets(batch), outputs["rgb"])}
