@@ -130,6 +130,7 @@ class SurrogateAttacker(nn.Module):
         self._rho_sum, self._rho_n = 0.0, 0
         self._gen = gen
         self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.leak_optimizer: Optional[torch.optim.Optimizer] = None
         self.replay: Deque[Dict[str, Tensor]] = deque()
         self._replay_rays = 0
         self.last_stats: Dict[str, float] = {}
@@ -267,16 +268,17 @@ class SurrogateAttacker(nn.Module):
         return (rgb.detach() - e * (3 * n_rays / 2)).clamp(0.0, 1.0)
 
     def fit_leaked(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor, pixels: Tensor,
-                   weight: float = 1.0) -> float:
-        """Scene-aided step: the surrogate reproduces leaked pixels from the server's own embeddings."""
-        opt = self._opt()
+                   weight: float = 1.0, lr: float = 1e-2) -> float:
+        """Scene-aided step: the surrogate reproduces leaked pixels from the server's own embeddings
+        (its own Adam state, so that gradient matching and leak fitting keep separate moment estimates)."""
+        if self.leak_optimizer is None:
+            self.leak_optimizer = torch.optim.Adam(self.head.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-15)
+        opt = self.leak_optimizer
         with torch.enable_grad():
             rgb, _ = render_rays(self.head, h.detach(), origins.detach(), directions.detach(), bins.detach())
             loss = weight * (rgb - pixels).pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-        if self.dummy.grad is not None:
-            self.dummy.grad = None
         opt.step()
         self.last_stats["L_leak"] = float(loss.detach())
         return float(loss.detach())

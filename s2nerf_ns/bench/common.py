@@ -35,7 +35,7 @@ PRESETS: Dict[str, Preset] = {
     # CI: seconds per run, checks the plumbing only.
     "smoke": Preset(24, 2, 16, 15, 256, 16, 4, 64, 12, 10, 5),
     # 2-core CPU: about a minute per run.
-    "cpu": Preset(48, 16, 64, 300, 512, 32, 8, 256, 16, 150, 100),
+    "cpu": Preset(48, 16, 64, 300, 512, 32, 8, 256, 16, 300, 100),
     # One GPU: the reference model and ray budget.
     "gpu": Preset(128, 32, 120, 3000, 4096, 64, 16, 2048, 19, 500, 500),
 }
@@ -49,8 +49,10 @@ def environment() -> Dict[str, str]:
     }
 
 
-def sized_config(base: TrainerConfig, preset: Preset, scene: str, out_dir: Path, name: str) -> TrainerConfig:
-    """A copy of a method's TrainerConfig resized to the preset, writing into ``out_dir``."""
+def sized_config(base: TrainerConfig, preset: Preset, scene: str, out_dir: Path, name: str,
+                 shrink_model: bool = True) -> TrainerConfig:
+    """A copy of a method's TrainerConfig resized to the preset (data, rays, steps and, unless
+    ``shrink_model`` is False, the hash grid and samples per ray), writing into ``out_dir``."""
     config = copy.deepcopy(base)
     config.output_dir = out_dir
     config.experiment_name = scene
@@ -67,7 +69,7 @@ def sized_config(base: TrainerConfig, preset: Preset, scene: str, out_dir: Path,
     if hasattr(parser, "scene"):
         parser.scene, parser.resolution, parser.spp, parser.num_views = scene, preset.resolution, preset.spp, preset.num_views
     model = config.pipeline.model
-    for key in ("num_samples", "num_levels", "max_res", "log2_hashmap_size"):
+    for key in ("num_samples", "num_levels", "max_res", "log2_hashmap_size") if shrink_model else ():
         if hasattr(model, key):
             setattr(model, key, getattr(preset, key))
     for opt in config.optimizers.values():

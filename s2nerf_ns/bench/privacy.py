@@ -59,6 +59,7 @@ def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: in
 def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int) -> dict:
     config = cell_config(room, defense, preset, out_dir, seed)
     start = time.perf_counter()
+    config.save_config()  # so that ns-eval / ns-viewer / s2nerf-bench figure can load the run
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     trainer.train()

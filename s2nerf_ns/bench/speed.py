@@ -90,9 +90,14 @@ class Stepper:
         return out
 
 
+def preset_is_smoke(preset: Preset) -> bool:
+    return preset == PRESETS["smoke"]
+
+
 def build(name: str, preset: Preset, rays: int, out_dir: Path) -> Stepper:
     base = nerfacto_config() if name == "nerfacto" else getattr(methods, name.replace("-", "_")).config
-    config = sized_config(base, preset, "office", out_dir, f"speed_{name}_{rays}")
+    # Timing compares the reference-size models (only the smoke preset shrinks them, to test the plumbing).
+    config = sized_config(base, preset, "office", out_dir, f"speed_{name}_{rays}", shrink_model=preset_is_smoke(preset))
     config.pipeline.datamanager.train_num_rays_per_batch = rays
     config.pipeline.datamanager.dataparser.scene = "office"
     return Stepper(name, config)

@@ -37,10 +37,15 @@ class SceneAidedAttackPipelineConfig(AttackPipelineConfig):
     """Leaked-image rays per attacker step."""
     leak_weight: float = 1.0
     """Weight of the leaked-image loss."""
+    leak_lr: float = 1e-2
+    """Learning rate of the surrogate's leaked-image fitting."""
     leak_during_training: bool = True
     """With a known pose, supervise the surrogate with the leak during victim training too."""
     post_training_steps: int = 500
-    """Attacker-only steps after training (leak supervision + replayed gradient matching)."""
+    """Attacker-only leaked-image steps after training, on the final server fields."""
+    post_training_replay_every: int = 0
+    """Interleave one replayed gradient-matching step every N post-training steps (0: never; replayed
+    gradient matching also pulls the surrogate towards the gray-ish dummies and was measured to hurt)."""
     pose_rounds: int = 3
     """estimate: rounds of (refine the pose, then fit the surrogate to the leak at that pose)."""
     pose_refine_steps: int = 150
@@ -120,7 +125,7 @@ class SceneAidedAttackPipeline(AttackPipeline):
         origins, directions, pixels = self.leaked_rays(step)
         with torch.no_grad():  # the server's fields are not trained by the attack
             h, bins = self.server_embed(origins, directions)
-        self.attacker.fit_leaked(h, origins, directions, bins, pixels, self.config.leak_weight)
+        self.attacker.fit_leaked(h, origins, directions, bins, pixels, self.config.leak_weight, self.config.leak_lr)
 
     # ------------------------------------------------------------------ phases
     def run_attacker(self, step: int) -> None:
@@ -160,9 +165,10 @@ class SceneAidedAttackPipeline(AttackPipeline):
             self.sma_phase_image = self.render_first_eval_view()["attack_rgb"]
         if self.config.pose == "estimate" and not bool(self.leak_pose_ready):
             self.estimate_poses()
+        every = self.config.post_training_replay_every
         for s in range(self.config.post_training_steps):
             self.leak_step(s)
-            if self.attacker.replay:
+            if every > 0 and s % every == every - 1 and self.attacker.replay:
                 self.attacker.attack_step(self.attacker.sample_replay(self.config.leak_rays_per_step))
         super().finish_attack(step)
         if self.run_dir is not None:
