@@ -24,11 +24,13 @@ class Privacy:
     """Defense settings (default: all for cpu/gpu, splitnerf and the paper's s2nerf for smoke)."""
     seed: int = 42
     """Training seed of every run."""
+    pose: Literal["known", "estimate"] = "known"
+    """Whether the SSMA attacker is told the leaked photo's pose or estimates it."""
 
     def main(self) -> None:
         from s2nerf_ns.bench import privacy
 
-        privacy.run(self.preset, self.out, self.rooms, self.defenses, self.seed)
+        privacy.run(self.preset, self.out, self.rooms, self.defenses, self.seed, self.pose)
         print((self.out / "results.md").read_text())
 
 

@@ -36,7 +36,7 @@ DEFENSES: Dict[str, dict] = {
 SMOKE_DEFENSES = ("splitnerf", "s2nerf c=1.2 r=1e-4")
 
 
-def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: int):
+def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known"):
     spec = DEFENSES[defense]
     base = methods.s2nerf_ssma.config
     config = sized_config(base, preset, room, out_dir, defense.replace(" ", "_").replace("=", ""))
@@ -48,6 +48,7 @@ def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: in
     config.machine.seed = seed
     pipe = config.pipeline
     pipe.report_sma_phase = True
+    pipe.pose = pose
     pipe.leak_during_training = False
     pipe.post_training_steps = preset.post_training_steps
     pipe.leak_rays_per_step = preset.rays
@@ -56,8 +57,8 @@ def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: in
     return config
 
 
-def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int) -> dict:
-    config = cell_config(room, defense, preset, out_dir, seed)
+def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known") -> dict:
+    config = cell_config(room, defense, preset, out_dir, seed, pose)
     start = time.perf_counter()
     config.save_config()  # so that ns-eval / ns-viewer / s2nerf-bench figure can load the run
     trainer = config.setup(local_rank=0, world_size=1)
@@ -79,7 +80,8 @@ def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int) 
         "ssma": {k[len("attack_"):]: v for k, v in final.items() if k.startswith("attack_") and not k.endswith("_std")},
         "dummies": summary["dummy_metrics"],
         "attacker_seconds_per_victim_step": summary["attacker_seconds_per_victim_step"],
-        "leaked_pose": poses["views"][0].get("estimated"),
+        "leaked_pose": poses["pose"], "leaked_pose_errors": poses["views"][0].get("estimated"),
+        "leaked_pose_after_retrieval": poses["views"][0].get("after_retrieval"),
     }
 
 
@@ -93,7 +95,8 @@ def write_table(results: dict, path: Path) -> None:
                     f"{a['cipsnr_margin']:+.2f} dB | {a['lum_ssim_margin']:+.3f} | {b['psnr']:.2f} | "
                     f"{b['cipsnr_margin']:+.2f} dB | {b['lum_ssim_margin']:+.3f} |")
     env = results["environment"]
-    path.write_text(f"Preset `{results['preset']}` on {env['device']} (torch {env['torch']}).\n\n" + head +
+    path.write_text(f"Preset `{results['preset']}`, leaked pose {results.get('pose', 'known')}, on {env['device']} "
+                    f"(torch {env['torch']}).\n\n" + head +
                     "\n".join(rows) + "\n")
 
 
@@ -143,7 +146,7 @@ def image_grids(results: dict, out_dir: Path) -> None:
 
 
 def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses: Optional[Sequence[str]] = None,
-        seed: int = 42) -> dict:
+        seed: int = 42, pose: str = "known") -> dict:
     preset = PRESETS[preset_name]
     defenses = list(defenses or (SMOKE_DEFENSES if preset_name == "smoke" else DEFENSES))
     unknown = [d for d in defenses if d not in DEFENSES] + [r for r in rooms if r not in ROOMS]
@@ -154,13 +157,15 @@ def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses:
     results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
     if results.get("preset") not in (None, preset_name):
         raise SystemExit(f"{results_path} holds preset {results['preset']!r}; use another --out folder")
-    results.update(preset=preset_name, preset_values=dataclasses.asdict(preset), environment=environment())
+    if results.get("pose") not in (None, pose):
+        raise SystemExit(f"{results_path} holds pose {results['pose']!r}; use another --out folder")
+    results.update(preset=preset_name, pose=pose, preset_values=dataclasses.asdict(preset), environment=environment())
     todo = [(r, d) for r in rooms for d in defenses if f"{r}/{d}" not in results["cells"]]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("privacy benchmark", total=len(todo))
         for room, defense in todo:
             bar.update(task, description=f"{room} / {defense}")
-            results["cells"][f"{room}/{defense}"] = run_cell(room, defense, preset, out_dir / "runs", seed)
+            results["cells"][f"{room}/{defense}"] = run_cell(room, defense, preset, out_dir / "runs", seed, pose)
             results_path.write_text(json.dumps(results, indent=2))  # resumable: finished cells are kept
             bar.advance(task)
     write_table(results, out_dir / "results.md")
