@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -59,6 +60,9 @@ def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: in
 
 def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known") -> dict:
     config = cell_config(room, defense, preset, out_dir, seed, pose)
+    random.seed(seed)  # ns-train seeds in its entry point; in-process runs must do it themselves
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     start = time.perf_counter()
     config.save_config()  # so that ns-eval / ns-viewer / s2nerf-bench figure can load the run
     trainer = config.setup(local_rank=0, world_size=1)
