@@ -66,14 +66,6 @@ class GradientDefense:
             self._generators[key] = gen
         return self._generators[key]
 
-    def state_dict(self) -> Dict[str, Tensor]:
-        return {k: g.get_state() for k, g in self._generators.items()}
-
-    def load_state_dict(self, state: Dict[str, Tensor]) -> None:
-        for key, gen_state in state.items():
-            gen = self.generator(torch.device(key))
-            gen.set_state(gen_state)
-
     # --- the defense ---------------------------------------------------------------------------
     def __call__(
         self, grad: Float[Tensor, "*batch dim"], h: Float[Tensor, "*batch dim"], step: int
