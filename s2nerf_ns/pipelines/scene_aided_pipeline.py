@@ -5,6 +5,7 @@ victim's datamanager is unchanged."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
@@ -131,7 +132,11 @@ class SceneAidedAttackPipeline(AttackPipeline):
     def run_attacker(self, step: int) -> None:
         super().run_attacker(step)
         if self.config.leak_during_training and bool(self.leak_pose_ready):
+            start = time.perf_counter()
             self.leak_step(step)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.attack_seconds += time.perf_counter() - start  # attacker work, not the victim's
 
     def estimate_poses(self) -> None:
         """Retrieval over the training poses the server knows, then rounds of iNeRF + surrogate fitting."""
