@@ -140,3 +140,13 @@ def test_s2nerf_with_zero_noise_scale_equals_splitnerf_step_for_step():
     assert plain_losses == zero_losses
     for key, value in plain_state.items():
         assert torch.equal(zero_state[key], value), key
+
+
+def test_unbounded_option_for_real_captures_trains():
+    model = tiny_model(unbounded=True, far_plane=20.0)
+    losses, _ = train(model, steps=3)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    with torch.no_grad():
+        model.eval()
+        out = model(random_batch()[0])
+    assert out["rgb"].shape == (32, 3)
