@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 from nerfstudio.engine.trainer import TrainerConfig
 
 from method_configs import s2nerf_methods as methods
-
-TINY_ROOM = dict(resolution=24, spp=2, num_views=16, num_extra_views=2)
-TINY_MODEL = dict(num_levels=4, max_res=64, log2_hashmap_size=12, num_samples=16, eval_num_rays_per_chunk=1024)
+from s2nerf_ns.bench.common import Preset, sized_config
 
 
 def tiny_config(method: str, out_dir: Path, steps: int = 20, rays: int = 256, **model_overrides) -> TrainerConfig:
+    preset = Preset(resolution=24, spp=2, num_views=16, steps=steps, rays=rays, num_samples=16, num_levels=4,
+                    max_res=64, log2_hashmap_size=12, post_training_steps=10, replay_steps=5)
     spec = getattr(methods, method.replace("-", "_"))
-    config: TrainerConfig = copy.deepcopy(spec.config)
-    config.output_dir = out_dir
-    config.max_num_iterations = steps
-    config.vis = "tensorboard"
-    config.steps_per_eval_batch = config.steps_per_eval_image = 1_000_000
-    config.steps_per_save = 1_000_000
+    config = sized_config(spec.config, preset, "office", out_dir, method)
     config.machine.device_type = "cpu"
-    config.viewer.quit_on_train_completion = True
-    dm = config.pipeline.datamanager
-    dm.train_num_rays_per_batch = dm.eval_num_rays_per_batch = rays
-    for key, value in TINY_ROOM.items():
-        setattr(dm.dataparser, key, value)
-    for key, value in {**TINY_MODEL, **model_overrides}.items():
+    config.pipeline.datamanager.dataparser.num_extra_views = 2
+    config.pipeline.model.eval_num_rays_per_chunk = 1024
+    for key, value in model_overrides.items():
         setattr(config.pipeline.model, key, value)
-    config.set_timestamp()
     return config
 
 

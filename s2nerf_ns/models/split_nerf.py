@@ -223,9 +223,6 @@ class SplitNerfModel(Model):
             return self.proposal_sampler(ray_bundle, density_fns=density_fns)
         return self.uniform_sampler(ray_bundle), [], []
 
-    def server_embed(self, ray_samples: RaySamples) -> Tensor:
-        """SERVER: per-sample embeddings h of the server fields."""
-        return self.server_field(ray_samples.frustums.get_positions())
 
     def client_render(self, ray_bundle: RayBundle, bins: Tensor, h: Tensor) -> Dict[str, Tensor]:
         """CLIENT: its own rays + received bins and h -> rendered colour, depth, accumulation, weights."""
@@ -251,13 +248,14 @@ class SplitNerfModel(Model):
             self.channel.client_sends_rays(ray_indices, ray_bundle.origins, ray_bundle.directions)
         # ============================== SERVER
         ray_samples, proposal_weights, proposal_samples = self.server_samples(ray_bundle)
-        h = self.server_embed(ray_samples)
+        positions = ray_samples.frustums.get_positions()
+        h = self.server_field(positions)  # per-sample embeddings
         starts, ends = ray_samples.frustums.starts[..., 0], ray_samples.frustums.ends[..., -1:, 0]
         bins = torch.cat([starts, ends], dim=-1)
         # ============================== SERVER -> CLIENT: h and the sample spacing
         if split:
             context = {"origins": ray_bundle.origins, "directions": ray_bundle.directions,
-                       "positions": ray_samples.frustums.get_positions(), "bins": bins,
+                       "positions": positions, "bins": bins,
                        "ray_indices": ray_indices if ray_indices is not None
                        else torch.full((len(ray_bundle), 3), -1, dtype=torch.long, device=h.device)}
             bins_client = self.channel.server_sends("sample_bins", bins)
