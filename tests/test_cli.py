@@ -4,11 +4,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
 
 ROOM = ["s2nerf-rooms", "--resolution", "24", "--spp", "2", "--num-views", "16", "--num-extra-views", "2"]
 TINY = ["--max-num-iterations", "20", "--vis", "tensorboard", "--steps-per-eval-image", "100000",

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
 
 from s2nerf_ns.attacks.pose import apply_correction, pose_errors, refine_pose
 from s2nerf_ns.attacks.surrogate import render_rays

@@ -18,10 +18,9 @@ Two ways to update the dummy pixels:
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Literal, Optional, Tuple, Type
+from typing import Deque, Dict, Literal, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float

@@ -12,7 +12,7 @@ With ``split=False`` the same architecture is trained unsplit (the ``s2nerf-cent
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Literal, NamedTuple, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -43,6 +43,17 @@ from s2nerf_ns.split.server import ServerField
 
 RAY_INDICES_KEY = "ray_indices"
 """Key under which the pipeline attaches the batch's (camera, row, column) indices to the ray bundle."""
+
+
+class ServerPass(NamedTuple):
+    """What the server computes for a batch of rays (all of it stays on the server but h and bins)."""
+
+    ray_samples: RaySamples
+    positions: Tensor
+    h: Tensor
+    bins: Tensor
+    proposal_weights: List[Tensor]
+    proposal_samples: List[RaySamples]
 
 
 @dataclass
@@ -223,6 +234,13 @@ class SplitNerfModel(Model):
             return self.proposal_sampler(ray_bundle, density_fns=density_fns)
         return self.uniform_sampler(ray_bundle), [], []
 
+    def server_pass(self, ray_bundle: RayBundle) -> ServerPass:
+        """SERVER: samples along the client's rays, their positions, the embeddings h and the bin edges."""
+        ray_samples, proposal_weights, proposal_samples = self.server_samples(ray_bundle)
+        positions = ray_samples.frustums.get_positions()
+        h = self.server_field(positions)
+        bins = torch.cat([ray_samples.frustums.starts[..., 0], ray_samples.frustums.ends[..., -1:, 0]], dim=-1)
+        return ServerPass(ray_samples, positions, h, bins, proposal_weights, proposal_samples)
 
     def client_render(self, ray_bundle: RayBundle, bins: Tensor, h: Tensor) -> Dict[str, Tensor]:
         """CLIENT: its own rays + received bins and h -> rendered colour, depth, accumulation, weights."""
@@ -247,15 +265,12 @@ class SplitNerfModel(Model):
         if split:
             self.channel.client_sends_rays(ray_indices, ray_bundle.origins, ray_bundle.directions)
         # ============================== SERVER
-        ray_samples, proposal_weights, proposal_samples = self.server_samples(ray_bundle)
-        positions = ray_samples.frustums.get_positions()
-        h = self.server_field(positions)  # per-sample embeddings
-        starts, ends = ray_samples.frustums.starts[..., 0], ray_samples.frustums.ends[..., -1:, 0]
-        bins = torch.cat([starts, ends], dim=-1)
+        server = self.server_pass(ray_bundle)
+        h, bins = server.h, server.bins
         # ============================== SERVER -> CLIENT: h and the sample spacing
         if split:
             context = {"origins": ray_bundle.origins, "directions": ray_bundle.directions,
-                       "positions": positions, "bins": bins,
+                       "positions": server.positions, "bins": bins,
                        "ray_indices": ray_indices if ray_indices is not None
                        else torch.full((len(ray_bundle), 3), -1, dtype=torch.long, device=h.device)}
             bins_client = self.channel.server_sends("sample_bins", bins)
@@ -269,8 +284,8 @@ class SplitNerfModel(Model):
             weights = outputs["weights"]
             if split:
                 weights = self.channel.client_sends("proposal_weights", weights)
-            outputs["weights_list"] = proposal_weights + [weights.detach()]
-            outputs["ray_samples_list"] = proposal_samples + [ray_samples]
+            outputs["weights_list"] = server.proposal_weights + [weights.detach()]
+            outputs["ray_samples_list"] = server.proposal_samples + [server.ray_samples]
         if self.attacker is not None and not torch.is_grad_enabled():
             # SERVER (attacker): its own render of these rays from the server's embeddings.
             outputs["attack_rgb"] = self.attacker.render(h.detach(), ray_bundle.origins, ray_bundle.directions, bins)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -16,7 +16,6 @@ from torch import Tensor
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from torch.cuda.amp.grad_scaler import GradScaler
 
 from s2nerf_ns.attacks.pose import pixel_rays, pose_errors, refine_pose, retrieve_pose
@@ -99,10 +98,8 @@ class SceneAidedAttackPipeline(AttackPipeline):
                            camera_indices=torch.zeros_like(origins[:, :1], dtype=torch.long))
         bundle = model.collider(bundle)
         bundle.nears, bundle.fars = bundle.nears.detach(), bundle.fars.detach()
-        samples, _, _ = model.server_samples(bundle)
-        h = model.server_field(samples.frustums.get_positions())
-        bins = torch.cat([samples.frustums.starts[..., 0], samples.frustums.ends[..., -1:, 0]], dim=-1)
-        return h, bins.detach()
+        server = model.server_pass(bundle)
+        return server.h, server.bins.detach()
 
     def surrogate_render(self, origins: Tensor, directions: Tensor) -> Tensor:
         h, bins = self.server_embed(origins, directions)

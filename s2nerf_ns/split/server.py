@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
