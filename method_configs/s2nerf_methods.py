@@ -1,145 +1,22 @@
-"""Method specifications registered with nerfstudio (``ns-train <name>``).
-
-splitnerf       undefended split training (the paper's SplitNeRF)
-s2nerf          split training with the S²NeRF gradient-noise defense (c = 1.2, r = 1e-4)
-s2nerf-central  the unsplit twin of the same architecture (for equivalence tests and overhead numbers)
-s2nerf-lite     S²NeRF with the smallest client the protocol allows
-splitnerf-sma   surrogate model attack on undefended SplitNeRF
-s2nerf-sma      surrogate model attack against S²NeRF
-splitnerf-ssma  scene-aided surrogate model attack (leaked photos) on SplitNeRF
-s2nerf-ssma     scene-aided surrogate model attack against S²NeRF
-"""
+"""Method specifications registered with nerfstudio (``ns-train <name>``); built in
+:mod:`s2nerf_ns.integration.methods`, which documents each method."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Tuple
-
-import torch
-
-from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from s2nerf_ns.data.rooms_dataparser import RoomsDataParserConfig
-from s2nerf_ns.models.split_nerf import SplitNerfModelConfig
-from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig
-from s2nerf_ns.pipelines.attack_pipeline import AttackPipelineConfig
-from s2nerf_ns.pipelines.scene_aided_pipeline import SceneAidedAttackPipelineConfig
-from s2nerf_ns.pipelines.split_pipeline import SplitPipelineConfig
-from s2nerf_ns.split.defense import NoDefenseConfig, S2NeRFDefenseConfig
-
-MAX_ITERATIONS = 5000
-CUDA = torch.cuda.is_available()
-RAYS_PER_BATCH = 4096 if CUDA else 1024
-"""Reference: 4096 rays per step. Without a GPU the default drops to 1024 so that a CPU run is usable."""
+from s2nerf_ns.integration.methods import METHODS, method_config
 
 
-@dataclass
-class AdamBetasOptimizerConfig(AdamOptimizerConfig):
-    """Adam with configurable betas (reference: 0.9, 0.99)."""
-
-    betas: Tuple[float, float] = (0.9, 0.99)
+def _spec(name: str) -> MethodSpecification:
+    return MethodSpecification(config=method_config(name), description=METHODS[name][1])
 
 
-def optimizer(lr: float = 1e-2, max_steps: int = MAX_ITERATIONS) -> dict:
-    """Reference optimiser: Adam(lr 1e-2, eps 1e-15), learning rate decaying to 0.1x over training."""
-    return {
-        "optimizer": AdamBetasOptimizerConfig(lr=lr, eps=1e-15),
-        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=max_steps),
-    }
-
-
-def split_trainer(
-    method_name: str,
-    model: SplitNerfModelConfig,
-    pipeline_cls: type = SplitPipelineConfig,
-    pipeline_kwargs: Optional[dict] = None,
-) -> TrainerConfig:
-    """A TrainerConfig for a split-NeRF method on the built-in rooms (any nerfstudio dataparser works)."""
-    optimizers = {"server_fields": optimizer(), "client_head": optimizer()}
-    if model.sampler == "proposal":
-        optimizers["server_proposal"] = optimizer()
-    return TrainerConfig(
-        method_name=method_name,
-        steps_per_eval_batch=500,
-        steps_per_eval_image=500,
-        steps_per_eval_all_images=1_000_000,
-        steps_per_save=1000,
-        max_num_iterations=MAX_ITERATIONS,
-        mixed_precision=False,
-        machine=MachineConfig(device_type="cuda" if CUDA else "cpu"),
-        pipeline=pipeline_cls(
-            datamanager=VanillaDataManagerConfig(
-                dataparser=RoomsDataParserConfig(),
-                train_num_rays_per_batch=RAYS_PER_BATCH,
-                eval_num_rays_per_batch=RAYS_PER_BATCH,
-            ),
-            model=model,
-            **(pipeline_kwargs or {}),
-        ),
-        optimizers=optimizers,
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 14),
-        vis="viewer",
-    )
-
-
-splitnerf = MethodSpecification(
-    config=split_trainer("splitnerf", SplitNerfModelConfig(defense=NoDefenseConfig())),
-    description="SplitNeRF: NeRF split between server fields and a client head, undefended gradient channel.",
-)
-
-s2nerf = MethodSpecification(
-    config=split_trainer("s2nerf", SplitNerfModelConfig(defense=S2NeRFDefenseConfig())),
-    description="S²NeRF: split NeRF with decaying gradient noise (c=1.2, r=1e-4) on the gradient channel.",
-)
-
-s2nerf_central = MethodSpecification(
-    config=split_trainer("s2nerf-central", SplitNerfModelConfig(split=False)),
-    description="Unsplit twin of the split NeRF architecture (no channel), for equivalence and overhead checks.",
-)
-
-
-def lite_model(**kwargs) -> SplitNerfModelConfig:
-    """s2nerf-lite: the client keeps as little as the protocol allows. The server runs the sampler, the hash
-    grid and two of three density layers; the client keeps the last density layer (64 -> 16), a degree-2
-    direction encoding and a 2-layer, 32-wide colour head, plus volume rendering and the loss."""
-    return SplitNerfModelConfig(num_density_layers=3, cut_depth=2, sh_levels=2, color_hidden_dim=32,
-                                num_color_layers=2, **kwargs)
-
-
-s2nerf_lite = MethodSpecification(
-    config=split_trainer("s2nerf-lite", lite_model(defense=S2NeRFDefenseConfig())),
-    description="S²NeRF-lite: minimal client (last density layer + small colour head), S²NeRF defense.",
-)
-
-splitnerf_sma = MethodSpecification(
-    config=split_trainer("splitnerf-sma", SplitNerfModelConfig(defense=NoDefenseConfig()), AttackPipelineConfig),
-    description="Surrogate model attack by a curious server on undefended SplitNeRF training.",
-)
-
-s2nerf_sma = MethodSpecification(
-    config=split_trainer("s2nerf-sma", SplitNerfModelConfig(defense=S2NeRFDefenseConfig()), AttackPipelineConfig),
-    description="Surrogate model attack against S²NeRF (c=1.2, r=1e-4) training.",
-)
-
-
-def ssma_pipeline(**kwargs) -> dict:
-    """SSMA defaults: one leaked off-trajectory photo, known pose, replayed gradients after training."""
-    return {"attack": SurrogateAttackConfig(replay_steps=200, replay_buffer_rays=1 << 18), **kwargs}
-
-
-splitnerf_ssma = MethodSpecification(
-    config=split_trainer("splitnerf-ssma", SplitNerfModelConfig(defense=NoDefenseConfig()),
-                         SceneAidedAttackPipelineConfig, ssma_pipeline()),
-    description="Scene-aided surrogate model attack (one leaked photo) on undefended SplitNeRF training.",
-)
-
-s2nerf_ssma = MethodSpecification(
-    config=split_trainer("s2nerf-ssma", SplitNerfModelConfig(defense=S2NeRFDefenseConfig()),
-                         SceneAidedAttackPipelineConfig, ssma_pipeline()),
-    description="Scene-aided surrogate model attack (one leaked photo) against S²NeRF training.",
-)
+splitnerf = _spec("splitnerf")
+s2nerf = _spec("s2nerf")
+s2nerf_central = _spec("s2nerf-central")
+s2nerf_lite = _spec("s2nerf-lite")
+splitnerf_sma = _spec("splitnerf-sma")
+s2nerf_sma = _spec("s2nerf-sma")
+splitnerf_ssma = _spec("splitnerf-ssma")
+s2nerf_ssma = _spec("s2nerf-ssma")

@@ -13,9 +13,10 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
-from s2nerf_ns.models.split_nerf import RAY_INDICES_KEY, SplitNerfModelConfig
+from s2nerf_ns.integration.model import RAY_INDICES_KEY, SplitNerfModelConfig
 
-TINY = dict(num_levels=4, max_res=64, log2_hashmap_size=12, num_samples=8, hidden_dim=16, color_hidden_dim=16)
+TINY = dict(num_levels=4, max_res=64, log2_hashmap_size=12, num_samples=8, hidden_dim=16, color_hidden_dim=16,
+            run_seed=42, run_steps=100)
 
 
 def tiny_model(**overrides):

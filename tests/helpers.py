@@ -6,15 +6,14 @@ from pathlib import Path
 
 from nerfstudio.engine.trainer import TrainerConfig
 
-from method_configs import s2nerf_methods as methods
 from s2nerf_ns.bench.common import Preset, sized_config
+from s2nerf_ns.integration.methods import method_config
 
 
 def tiny_config(method: str, out_dir: Path, steps: int = 20, rays: int = 256, **model_overrides) -> TrainerConfig:
     preset = Preset(resolution=24, spp=2, num_views=16, steps=steps, rays=rays, num_samples=16, num_levels=4,
                     max_res=64, log2_hashmap_size=12, post_training_steps=10, replay_steps=5)
-    spec = getattr(methods, method.replace("-", "_"))
-    config = sized_config(spec.config, preset, "office", out_dir, method)
+    config = sized_config(method_config(method), preset, "office", out_dir, method)
     config.machine.device_type = "cpu"
     config.pipeline.datamanager.dataparser.num_extra_views = 2
     config.pipeline.model.eval_num_rays_per_chunk = 1024

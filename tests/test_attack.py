@@ -6,9 +6,9 @@ import inspect
 import pytest
 import torch
 
-from s2nerf_ns.attacks.leakage import affine_color_fit, leakage_metrics
+from s2nerf_ns.evaluation.leakage import affine_color_fit, leakage_metrics
 from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig, SurrogateAttacker
-from s2nerf_ns.split.client import ClientHead
+from s2nerf_ns.protocol.client import ClientHead
 from helpers import tiny_config, train
 
 
@@ -27,7 +27,8 @@ def reachable(root, max_objects=200_000):
 
 def test_attacker_constructor_takes_no_client_state():
     params = set(inspect.signature(SurrogateAttacker.__init__).parameters)
-    assert params == {"self", "config", "num_images", "image_height", "image_width", "head_kwargs", "max_steps"}
+    assert params == {"self", "config", "num_images", "image_height", "image_width", "head_kwargs",
+                      "background_color", "max_steps"}
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +91,10 @@ def synthetic_victim_and_attack(lambda_g: float, steps: int = 150):
     h = torch.relu(torch.sin(pos @ (torch.randn(3, 16) * 2)) + 0.2)
     mixing = torch.randn(16, 3)
     y = torch.sigmoid((h.mean(1) @ mixing) * 2)
-    from s2nerf_ns.attacks.surrogate import render_rays
-    from s2nerf_ns.split.channel import ServerView
+    from s2nerf_ns.protocol.channel import ServerView
+    from s2nerf_ns.protocol.rendering import VolumeRenderer
+
+    renderer = VolumeRenderer("last_sample")
 
     origins, dirs = torch.zeros(R, 3), torch.nn.functional.normalize(torch.randn(R, 3), dim=-1)
     bins = torch.linspace(0, 1, S + 1).expand(R, S + 1).contiguous()
@@ -99,12 +102,13 @@ def synthetic_victim_and_attack(lambda_g: float, steps: int = 150):
     client = ClientHead(**arch)
     opt = torch.optim.Adam(client.parameters(), lr=1e-2)
     attacker = SurrogateAttackConfig(lambda_g=lambda_g).setup(num_images=1, image_height=16, image_width=16,
-                                                              head_kwargs=arch, max_steps=steps)
+                                                              head_kwargs=arch, background_color="last_sample",
+                                                              max_steps=steps)
     first_lg = None
     for t in range(steps):
         sel = torch.randperm(R)[:128]
         hh = h[sel].clone().requires_grad_(True)
-        rgb, _ = render_rays(client, hh, origins[sel], dirs[sel], bins[sel])
+        rgb = renderer(client, hh, origins[sel], dirs[sel], bins[sel])["rgb"]
         loss = (rgb - y[sel]).pow(2).mean()
         opt.zero_grad()
         loss.backward()

@@ -78,7 +78,7 @@ def test_bad_inputs_fail_cleanly(tmp_path):
     for args, message in (
         (["ns-train", "splitnerf", *ROOM[:1], "--resolution", "-4"], "resolution must be a positive"),
         (["ns-train", "splitnerf", "--pipeline.model.cut-depth", "5"], "cut_depth=5 is impossible"),
-        (["ns-train", "s2nerf", "defense-s2nerf", "--pipeline.model.defense.noise-scale", "-1"], "noise_scale"),
+        (["ns-train", "s2nerf", "--pipeline.model.defense.noise-scale", "-1"], "noise_scale"),
     ):
         proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode != 0

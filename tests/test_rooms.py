@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from s2nerf_ns.scenes import rooms
-from s2nerf_ns.scenes.rooms import SCENES, render_room, save_preview
+from s2nerf_ns.scenes import ROOM_NAMES, render_room, save_preview
+from s2nerf_ns.scenes import renderer as mrender
+from s2nerf_ns.scenes.builder import RoomBuilder
 
 TINY = dict(resolution=24, spp=2, num_views=9, num_extra_views=2)
 
@@ -64,7 +65,7 @@ def _reproject(folder: Path, a: int, b: int, camera_fix: np.ndarray | None = Non
 @pytest.fixture(scope="module")
 def tiny_rooms(tmp_path_factory):
     base = tmp_path_factory.mktemp("rooms")
-    return {s: render_room(s, base / s, seed=0, progress=False, **TINY) for s in SCENES}
+    return {s: render_room(s, base / s, seed=0, progress=False, **TINY) for s in ROOM_NAMES}
 
 
 def test_tiny_render_files(tiny_rooms):
@@ -81,6 +82,9 @@ def test_tiny_render_files(tiny_rooms):
             depth = np.load(folder / fr["depth_file_path"])
             assert depth.shape == (24, 24) and depth.dtype == np.float32
             assert np.all(depth > 0.05) and np.all(depth < 10), "closed room: every pixel hits something"
+            assert "mask_path" not in fr, "private masks must not become nerfstudio's training masks"
+            mask = np.asarray(Image.open(folder / fr["private_mask_file_path"]))
+            assert mask.shape == (24, 24) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
             c2w = np.asarray(fr["transform_matrix"])
             assert c2w.shape == (4, 4) and np.allclose(c2w[3], [0, 0, 0, 1])
             assert np.allclose(c2w[:3, :3] @ c2w[:3, :3].T, np.eye(3), atol=1e-6)
@@ -97,6 +101,10 @@ def test_tiny_render_files(tiny_rooms):
         assert len(extra["frames"]) == 2
         for fr in extra["frames"]:
             assert (folder / "extra" / fr["file_path"]).is_file() and (folder / "extra" / fr["depth_file_path"]).is_file()
+            assert np.asarray(Image.open(folder / "extra" / fr["private_mask_file_path"])).shape == (24, 24)
+        assert meta["frames"][3]["private_mask_file_path"] == "masks/frame_00003.png"
+        assert extra["frames"][1]["private_mask_file_path"] == "masks/extra_00001.png"
+        assert all(item["shape"] and len(item["corners"]) == 4 for item in room["private_items"])
         # cameras are inside the room, at hand-held height
         pos = np.array([np.asarray(fr["transform_matrix"])[:3, 3] for fr in meta["frames"]])
         assert np.all(pos > lo) and np.all(pos < hi)
@@ -105,8 +113,8 @@ def test_tiny_render_files(tiny_rooms):
 
 def test_rooms_differ(tiny_rooms):
     imgs = {s: np.asarray(Image.open(f / "images/frame_00001.png"), dtype=np.float64) for s, f in tiny_rooms.items()}
-    for a in SCENES:
-        for b in SCENES:
+    for a in ROOM_NAMES:
+        for b in ROOM_NAMES:
             if a < b:
                 assert np.abs(imgs[a] - imgs[b]).mean() > 10
 
@@ -118,6 +126,8 @@ def test_deterministic_and_seed_dependent(tiny_rooms, tmp_path):
         assert (ref / sub).read_bytes() == (again / sub).read_bytes()
     for sub in ("depths/frame_00003.npy", "extra/depths/extra_00000.npy"):
         assert np.array_equal(np.load(ref / sub), np.load(again / sub))
+    for sub in ("masks/frame_00004.png", "extra/masks/extra_00001.png"):
+        assert (ref / sub).read_bytes() == (again / sub).read_bytes()
     assert json.loads((ref / "transforms.json").read_text()) == json.loads((again / "transforms.json").read_text())
     other = render_room("office", tmp_path / "seed1", seed=1, progress=False, **TINY)
     assert (ref / "images/frame_00000.png").read_bytes() != (other / "images/frame_00000.png").read_bytes()
@@ -155,16 +165,147 @@ def test_depth_pass_is_zdepth():
     wall[2, 3] = -2.5  # rectangle in the plane z = -2.5, i.e. at distance 3
     scene = mi.load_dict({"type": "scene", "integrator": {"type": "path"}, "light": {"type": "constant"},
                           "wall": {"type": "rectangle", "to_world": mi.ScalarTransform4f(wall.tolist())}})
-    room = rooms._Room("test", (1.0, 1.0, 1.0), Path("."), np.random.default_rng(0))
-    renderer = rooms._Renderer(room, res, 4)
+    room = RoomBuilder("test", (1.0, 1.0, 1.0), Path("."), np.random.default_rng(0))
+    renderer = mrender.Renderer(room, res, 4)
     renderer.scene = scene
-    aov = np.array(mi.render(scene, sensor=rooms._sensor(c2w, res, 4), integrator=renderer.aov, spp=4, seed=0))
+    aov = np.array(mi.render(scene, sensor=mrender.sensor(c2w, res, 4), integrator=renderer.aov, spp=4, seed=0))
     t = aov[..., 0]
     assert t[0, 0] > t[res // 2, res // 2] + 0.5, "raw depth AOV is a ray distance, larger in the corners"
-    assert np.allclose(rooms._aov_to_zdepth(t, res), 3.0, rtol=0.01), "z = t * d_z + near_clip (approximately)"
+    assert np.allclose(mrender.aov_to_zdepth(t, res), 3.0, rtol=0.01), "z = t * d_z + near_clip (approximately)"
     _, z = renderer.render(c2w, seed=0)
     assert z.dtype == np.float32 and z.shape == (res, res)
     assert np.allclose(z, 3.0, atol=1e-4), (z.min(), z.max())
+
+
+# --------------------------------------------------------------------------------------------------
+# private-item masks
+# --------------------------------------------------------------------------------------------------
+
+
+def _all_views(folder: Path):
+    """(intrinsics header, [(base folder, frame)]) of the trajectory views and the extra views."""
+    meta = json.loads((folder / "transforms.json").read_text())
+    extra = json.loads((folder / "extra" / "extra_transforms.json").read_text())
+    return meta, [(folder, fr) for fr in meta["frames"]] + [(folder / "extra", fr) for fr in extra["frames"]]
+
+
+def _project(meta: dict, c2w: np.ndarray, pts: np.ndarray):
+    """Pixel coordinates (u, v) and z-depth of world points ``pts`` [N, 3] (nerfstudio camera)."""
+    cam = np.c_[pts, np.ones(len(pts))] @ np.linalg.inv(c2w).T
+    z = -cam[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return meta["fl_x"] * cam[:, 0] / z + meta["cx"], -meta["fl_y"] * cam[:, 1] / z + meta["cy"], z
+
+
+def _inside_convex(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Whether 2-D points [M, 2] lie inside the convex polygon [K, 2] (either orientation)."""
+    edges = np.roll(poly, -1, axis=0) - poly
+    cross = edges[None, :, 0] * (pts[:, None, 1] - poly[None, :, 1]) - edges[None, :, 1] * (pts[:, None, 0] - poly[None, :, 0])
+    return np.all(cross >= 0, axis=1) | np.all(cross <= 0, axis=1)
+
+
+def test_private_masks_nonempty_and_minority(tiny_rooms):
+    for scene, folder in tiny_rooms.items():
+        _, views = _all_views(folder)
+        fractions = [float((np.asarray(Image.open(base / fr["private_mask_file_path"])) > 0).mean()) for base, fr in views]
+        assert max(fractions) > 0, f"{scene}: no private item visible in any view"
+        assert max(fractions) < 0.5 and np.mean(fractions) < 0.2, (scene, fractions)
+
+
+def test_private_masks_align_with_item_geometry(tiny_rooms):
+    """Masked pixels lie on the projections of the private items' rectangles (recorded corners), and a pixel
+    fully inside an item's projection whose depth is the item's depth (so the item is visible there) is masked."""
+    for scene, folder in tiny_rooms.items():
+        room = json.loads((folder / "s2nerf_room.json").read_text())
+        meta, views = _all_views(folder)
+        w, h = meta["w"], meta["h"]
+        visible_checked = 0
+        for base, fr in views:
+            c2w = np.asarray(fr["transform_matrix"])
+            mask = np.asarray(Image.open(base / fr["private_mask_file_path"])) > 0
+            depth = np.load(base / fr["depth_file_path"])
+            allowed = np.zeros((h, w), bool)
+            for item in room["private_items"]:
+                corners = np.asarray(item["corners"])
+                u, v, z = _project(meta, c2w, corners)
+                if np.all(z <= 0.05):
+                    continue  # behind the camera
+                if np.any(z <= 0.05):
+                    allowed[:] = True  # crosses the camera plane: projection unbounded, no constraint
+                    continue
+                lo_u, hi_u = int(np.floor(u.min())) - 1, int(np.ceil(u.max())) + 1
+                lo_v, hi_v = int(np.floor(v.min())) - 1, int(np.ceil(v.max())) + 1
+                allowed[max(lo_v, 0):max(hi_v, 0), max(lo_u, 0):max(hi_u, 0)] = True
+                # the pixel under the item's centre, if entirely inside the item's projection and not occluded
+                cu, cv, cz = _project(meta, c2w, corners.mean(0, keepdims=True))
+                i, j = int(np.floor(cv[0])), int(np.floor(cu[0]))
+                if not (0 <= i < h and 0 <= j < w):
+                    continue
+                pixel = np.array([[j, i], [j + 1, i], [j + 1, i + 1], [j, i + 1]], dtype=float)
+                if _inside_convex(np.c_[u, v], pixel).all() and abs(depth[i, j] - cz[0]) < 0.02 * cz[0]:
+                    assert mask[i, j], f"{scene} {fr['file_path']}: visible private item {item['name']} not masked"
+                    visible_checked += 1
+            assert not (mask & ~allowed).any(), f"{scene} {fr['file_path']}: mask outside every private item"
+        assert visible_checked >= 1, scene
+
+
+def test_mask_pass_leaves_colour_and_depth_unchanged(tmp_path):
+    from s2nerf_ns.scenes.layouts import build_room
+    from s2nerf_ns.scenes.trajectory import trajectory_poses
+
+    room = build_room("livingroom", tmp_path / "tex", seed=0)
+    c2w = trajectory_poses(room, 8, 0)[2]
+    with_masks = mrender.Renderer(room, 16, 2)
+    rgb, depth = with_masks.render(c2w, 7)
+    assert with_masks.render_mask(c2w, 7).any()
+    room.private_items.clear()
+    plain = mrender.Renderer(room, 16, 2)
+    assert plain.mask_scene is None and not plain.render_mask(c2w, 7).any()
+    rgb2, depth2 = plain.render(c2w, 7)
+    assert np.array_equal(rgb, rgb2) and np.array_equal(depth, depth2)
+
+
+# --------------------------------------------------------------------------------------------------
+# scene facts defined once
+# --------------------------------------------------------------------------------------------------
+
+
+def test_catalog_is_the_single_source():
+    import typing
+
+    from s2nerf_ns.data.rooms_dataparser import RoomsDataParser, RoomsDataParserConfig
+    from s2nerf_ns.scenes import (EVAL_INTERVAL, RENDER_VERSION, SCENES, RoomName, eval_split_indices, params_hash,
+                                  render_params)
+    from s2nerf_ns.scenes.cli import RenderRoomArgs
+
+    assert ROOM_NAMES == typing.get_args(RoomName) == SCENES == ("bedroom", "office", "livingroom")
+    assert typing.get_type_hints(RoomsDataParserConfig)["scene"] == RoomName
+    assert typing.get_type_hints(RenderRoomArgs)["scene"] == RoomName
+    assert RoomsDataParserConfig().eval_interval == EVAL_INTERVAL
+    assert eval_split_indices(9, 8, "val") == eval_split_indices(9, 8, "test") == [0, 8]
+    assert eval_split_indices(9, 8, "train") == [1, 2, 3, 4, 5, 6, 7]
+    assert RoomsDataParser(RoomsDataParserConfig(num_views=20, eval_interval=5)).split_indices(20, "val") == [0, 5, 10, 15]
+    with pytest.raises(ValueError, match="split"):
+        eval_split_indices(9, 8, "bogus")
+    # the cache key is computed as before the refactor (same value for render_version 1), so caches stay valid
+    params = render_params("office", 128, 32, 120, 4, 0)
+    assert params.pop("render_version") == RENDER_VERSION >= 2
+    assert params_hash({**params, "render_version": 1}) == "a97dbfef8d"
+    assert RoomsDataParserConfig(cache_dir=Path("/x")).cache_key() == f"office-128px-32spp-{params_hash(render_params('office', 128, 32, 120, 4, 0))}"
+
+
+def test_cli_flags(tmp_path):
+    import tyro
+
+    from s2nerf_ns.scenes.cli import RenderRoomArgs
+
+    args = tyro.cli(RenderRoomArgs, args=["--scene", "bedroom", "--resolution", "16", "--spp", "2", "--num-views", "5",
+                                          "--num-extra-views", "1", "--seed", "3", "--output-dir", str(tmp_path / "o"),
+                                          "--overwrite", "--preview", str(tmp_path / "p.png")])
+    assert (args.scene, args.resolution, args.spp, args.num_views, args.num_extra_views, args.seed) == ("bedroom", 16, 2, 5, 1, 3)
+    assert args.output_dir == tmp_path / "o" and args.overwrite and args.preview == tmp_path / "p.png"
+    with pytest.raises(ValueError, match="resolution"):
+        RenderRoomArgs(output_dir=tmp_path, resolution=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,10 +388,17 @@ def test_dataparser_outputs_and_cache(tmp_path, monkeypatch):
     assert np.isclose(s, 1 / (1.02 * half.max()))
     md = train.metadata
     assert len(md["depth_filenames"]) == 14 and all(p.is_file() for p in md["depth_filenames"])
+    for out in (train, val):
+        masks = out.metadata["private_mask_filenames"]
+        assert [p.name for p in masks] == [p.name for p in out.image_filenames]
+        assert all(p.is_file() and p.parent == folder / "masks" for p in masks)
+        assert out.mask_filenames is None, "private masks are not nerfstudio training masks"
     assert md["depth_unit_scale_factor"] == 1.0 and np.isclose(md["depth_to_normalized_scale"], s)
     # extra ("leaked") views: same normalised frame, not part of train/eval
     extra = parser.get_extra_views()
     assert len(extra.image_filenames) == 2 and len(extra.cameras) == 2 and len(extra.depth_filenames) == 2
+    assert [p.name for p in extra.private_mask_filenames] == [p.name for p in extra.image_filenames]
+    assert all(p.is_file() and p.parent == folder / "extra" / "masks" for p in extra.private_mask_filenames)
     assert all(p.is_file() for p in extra.image_filenames)
     all_files = set(train.image_filenames) | set(val.image_filenames)
     assert not set(extra.image_filenames) & all_files
@@ -282,7 +430,7 @@ def test_dataparser_depth_scale_with_nerfstudio_depth_dataset(tmp_path):
     assert got.max() < 2 * np.sqrt(3), "normalised depth stays within the scene box diagonal"
 
 
-@pytest.mark.parametrize("damage", ["delete_image", "truncate_transforms", "empty_folder"])
+@pytest.mark.parametrize("damage", ["delete_image", "delete_mask", "truncate_transforms", "empty_folder"])
 def test_dataparser_rerenders_corrupt_cache(tmp_path, monkeypatch, caplog, damage):
     import s2nerf_ns.data.rooms_dataparser as rdp
 
@@ -294,6 +442,8 @@ def test_dataparser_rerenders_corrupt_cache(tmp_path, monkeypatch, caplog, damag
         cfg.setup().get_dataparser_outputs("train")
         if damage == "delete_image":
             (folder / "images" / "frame_00003.png").unlink()
+        elif damage == "delete_mask":
+            (folder / "extra" / "masks" / "extra_00000.png").unlink()
         else:
             text = (folder / "transforms.json").read_text()
             (folder / "transforms.json").write_text(text[: len(text) // 2])

@@ -8,7 +8,6 @@ import torch
 
 
 from s2nerf_ns.attacks.pose import apply_correction, pose_errors, refine_pose
-from s2nerf_ns.attacks.surrogate import render_rays
 from helpers import tiny_config, train
 
 
@@ -26,8 +25,8 @@ def ssma_run(tmp_path_factory):
 def victim_render(pipeline):
     """The victim's own renderer (server fields + client head): isolates the pose estimator in tests."""
     def render(origins, directions):
-        h, bins = pipeline.server_embed(origins, directions)
-        return render_rays(pipeline.model.client_head, h, origins, directions, bins)[0]
+        h, bins = pipeline.model.server.embed(origins, directions)
+        return pipeline.model.renderer(pipeline.model.client_head, h, origins, directions, bins)["rgb"]
     return render
 
 
@@ -53,14 +52,13 @@ def test_pose_refinement_recovers_a_perturbed_pose(ssma_run):
 
 def test_leak_supervision_changes_only_the_surrogate(ssma_run):
     pipeline = ssma_run.pipeline
-    victim = {k: v.clone() for k, v in pipeline.model.state_dict().items() if not k.startswith("attacker.")}
-    head = {k: v.clone() for k, v in pipeline.attacker.head.state_dict().items()}
+    victim = {k: v.clone() for k, v in pipeline.model.state_dict().items()}
+    head = {k: v.clone() for k, v in pipeline.surrogate.head.state_dict().items()}
     for step in range(3):
         pipeline.leak_step(step)
     for key, value in pipeline.model.state_dict().items():
-        if not key.startswith("attacker."):
-            assert torch.equal(value, victim[key]), key
-    assert any(not torch.equal(v, head[k]) for k, v in pipeline.attacker.head.state_dict().items())
+        assert torch.equal(value, victim[key]), key
+    assert any(not torch.equal(v, head[k]) for k, v in pipeline.surrogate.head.state_dict().items())
 
 
 def test_ssma_run_writes_leaked_images_and_poses(ssma_run):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from s2nerf_ns.split.channel import CLIENT_TO_SERVER, SERVER_TO_CLIENT
-from s2nerf_ns.split.defense import NonFiniteGradientError, S2NeRFDefenseConfig
-from s2nerf_ns.models.split_nerf import SplitNerfModelConfig
+from s2nerf_ns.protocol.channel import CLIENT_TO_SERVER, SERVER_TO_CLIENT
+from s2nerf_ns.defenses import DefenseConfig, NonFiniteGradientError
+from s2nerf_ns.integration.model import SplitNerfModelConfig
 from conftest import TINY, random_batch, tiny_model
 
 
@@ -84,7 +84,7 @@ def test_server_gets_defended_gradient_and_client_the_clean_one():
     loss = central.get_loss_dict(central(bundle), batch)["rgb_loss"]
     loss.backward()
 
-    defended = tiny_model(defense=S2NeRFDefenseConfig(noise_scale=1.2, decay_ratio=1.0))
+    defended = tiny_model(defense=DefenseConfig(kind="s2nerf", noise_scale=1.2, decay_ratio=1.0))
     defended.train()
     seen = []
     defended.channel.add_observer(seen.append)
@@ -96,13 +96,13 @@ def test_server_gets_defended_gradient_and_client_the_clean_one():
         assert torch.allclose(p_def.grad, p_cen.grad, atol=1e-7), name
     # server side: recompute the server graph and backprop the gradient the server received
     (view,) = seen
-    server = tiny_model(split=False).server_field
-    server.load_state_dict(defended.server_field.state_dict())
+    server = tiny_model(split=False).server.field
+    server.load_state_dict(defended.server.field.state_dict())
     h = server(view.positions)
     assert torch.allclose(h, view.h, atol=1e-6)
     h.backward(view.grad)
-    for (name, p_def), p_ref, p_cen in zip(defended.server_field.named_parameters(), server.parameters(),
-                                           central.server_field.parameters()):
+    for (name, p_def), p_ref, p_cen in zip(defended.server.field.named_parameters(), server.parameters(),
+                                           central.server.field.parameters()):
         assert torch.allclose(p_def.grad, p_ref.grad, atol=1e-7), name
         assert not torch.allclose(p_def.grad, p_cen.grad, atol=1e-7), name  # noise reached the server
 
@@ -128,15 +128,15 @@ def test_deeper_cut_moves_layers_to_the_server():
     shallow = tiny_model(cut_depth=1, num_density_layers=3)
     deep = tiny_model(cut_depth=2, num_density_layers=3)
     count = lambda m: sum(p.numel() for p in m.parameters())
-    assert count(deep.server_field) > count(shallow.server_field)
+    assert count(deep.server.field) > count(shallow.server.field)
     assert count(deep.client_head) < count(shallow.client_head)
     encoding_only = tiny_model(cut_depth=0)
-    assert encoding_only.server_field.out_dim == TINY["num_levels"] * 2
+    assert encoding_only.server.field.out_dim == TINY["num_levels"] * 2
 
 
 def test_s2nerf_with_zero_noise_scale_equals_splitnerf_step_for_step():
     plain_losses, plain_state = train(tiny_model())
-    zero_losses, zero_state = train(tiny_model(defense=S2NeRFDefenseConfig(noise_scale=0.0)))
+    zero_losses, zero_state = train(tiny_model(defense=DefenseConfig(kind="s2nerf", noise_scale=0.0)))
     assert plain_losses == zero_losses
     for key, value in plain_state.items():
         assert torch.equal(zero_state[key], value), key

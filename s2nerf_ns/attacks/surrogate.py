@@ -2,7 +2,7 @@
 
 The attacker is built from what the server legitimately knows: the shape of the training images (the
 cameras it was sent), the client head's *architecture* (not its weights) and, every step, the
-:class:`~s2nerf_ns.split.channel.ServerView` handed out by the gradient channel's observer interface:
+:class:`~s2nerf_ns.protocol.channel.ServerView` handed out by the gradient channel's observer interface:
 rays, sample positions and spacing, ``h`` and the defended gradient. It never receives pixels, client
 weights or the client's loss.
 
@@ -28,8 +28,9 @@ from torch import Tensor, nn
 
 from nerfstudio.configs.base_config import InstantiateConfig
 
-from s2nerf_ns.split.channel import ServerView
-from s2nerf_ns.split.client import ClientHead
+from s2nerf_ns.protocol.channel import ServerView
+from s2nerf_ns.protocol.client import ClientHead
+from s2nerf_ns.protocol.rendering import BackgroundColor, VolumeRenderer
 
 
 @dataclass
@@ -81,24 +82,12 @@ class SurrogateAttackConfig(InstantiateConfig):
             raise ValueError(f"solve_momentum must be in [0, 1), got {self.solve_momentum}")
 
 
-def render_rays(
-    head: nn.Module, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor
-) -> Tuple[Float[Tensor, "num_rays 3"], Float[Tensor, "num_rays num_samples 1"]]:
-    """Volume-render rays through a head from embeddings and bin edges (what the server knows)."""
-    deltas = (bins[..., 1:] - bins[..., :-1]).unsqueeze(-1)
-    dirs = directions[:, None, :].expand(*h.shape[:-1], 3)
-    density, rgb = head(h, dirs)
-    alpha = 1 - torch.exp(-density * deltas)
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1] + 1e-10], 1), 1)
-    weights = alpha * transmittance
-    color = (weights * rgb).sum(1)
-    # Background: the remaining transmittance sees the last sample's colour ("last_sample").
-    color = color + (1 - weights.sum(1)) * rgb[:, -1]
-    return color, weights
-
-
 class SurrogateAttacker(nn.Module):
-    """The curious server's reconstruction machinery. Holds no reference to the client or its images."""
+    """The curious server's reconstruction machinery. Holds no reference to the client or its images.
+
+    Built from public protocol knowledge only: image sizes (the cameras the server was sent), the client
+    head's architecture and the renderer's background option; ``max_steps`` is the attacker's schedule length.
+    """
 
     config: SurrogateAttackConfig
 
@@ -109,11 +98,13 @@ class SurrogateAttacker(nn.Module):
         image_height: int,
         image_width: int,
         head_kwargs: Dict[str, int],
-        max_steps: int = 1,
+        background_color: BackgroundColor,
+        max_steps: int,
     ) -> None:
         super().__init__()
         self.config = config
         self.max_steps = max(int(max_steps), 1)
+        self.renderer = VolumeRenderer(background_color)  # the protocol's renderer, as the client uses it
         gen = torch.Generator().manual_seed(config.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -220,7 +211,7 @@ class SurrogateAttacker(nn.Module):
         n_rays = float(batch["grad_scale"]) if "grad_scale" in batch else float(len(h))
         cam, row, col = batch["ray_indices"].long().unbind(-1)
         with torch.enable_grad():
-            rgb, _ = render_rays(self.head, h, batch["origins"], batch["directions"], batch["bins"])
+            rgb = self.render_rays(h, batch["origins"], batch["directions"], batch["bins"])
             if cfg.dummy_update == "solve" and cfg.lambda_g > 0:
                 with torch.no_grad():
                     implied = self.implied_pixels(h, g, batch, n_rays)
@@ -255,7 +246,7 @@ class SurrogateAttacker(nn.Module):
         """Per-ray least squares: the colour residual e with J^T e ~ g, and the pixel rgb' - e * 3N / 2."""
         with torch.enable_grad():
             hh = h.detach().requires_grad_(True)
-            rgb, _ = render_rays(self.head, hh, batch["origins"], batch["directions"], batch["bins"])
+            rgb = self.render_rays(hh, batch["origins"], batch["directions"], batch["bins"])
             jac = []
             for c in range(3):  # J_c = d rgb_c / d h, per ray
                 jac.append(torch.autograd.grad(rgb[:, c].sum(), hh, retain_graph=c < 2)[0].flatten(1))
@@ -274,7 +265,7 @@ class SurrogateAttacker(nn.Module):
             self.leak_optimizer = torch.optim.Adam(self.head.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-15)
         opt = self.leak_optimizer
         with torch.enable_grad():
-            rgb, _ = render_rays(self.head, h.detach(), origins.detach(), directions.detach(), bins.detach())
+            rgb = self.render_rays(h.detach(), origins.detach(), directions.detach(), bins.detach())
             loss = weight * (rgb - pixels).pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -283,7 +274,11 @@ class SurrogateAttacker(nn.Module):
         return float(loss.detach())
 
     # ------------------------------------------------------------------ read-out
+    def render_rays(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor) -> Float[Tensor, "R 3"]:
+        """The surrogate's render of rays from the server's embeddings (differentiable)."""
+        return self.renderer(self.head, h, origins, directions, bins, with_depth=False)["rgb"]
+
     @torch.no_grad()
     def render(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor) -> Tensor:
         """The attacker's render of any rays, from the server's own embeddings."""
-        return render_rays(self.head, h, origins, directions, bins)[0]
+        return self.render_rays(h, origins, directions, bins)

@@ -63,7 +63,7 @@ class Figure:
     scale: int = 3
 
     def main(self) -> None:
-        from s2nerf_ns.bench.figure import attack_figure
+        from s2nerf_ns.evaluation.figures import attack_figure
 
         print(attack_figure(self.load_config, self.out, self.num_views, self.scale))
 

@@ -17,32 +17,32 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from method_configs import s2nerf_methods as methods
 from s2nerf_ns.bench.common import PRESETS, Preset, environment, sized_config
-from s2nerf_ns.split.defense import LabelNoiseConfig, NoDefenseConfig, S2NeRFDefenseConfig
-
-ROOMS = ("bedroom", "office", "livingroom")
+from s2nerf_ns.defenses import DefenseConfig
+from s2nerf_ns.evaluation.figures import save_image_grid
+from s2nerf_ns.integration.methods import lite_model, method_config
+from s2nerf_ns.scenes import ROOM_NAMES as ROOMS
 
 DEFENSES: Dict[str, dict] = {
-    "splitnerf": dict(defense=NoDefenseConfig()),
-    "s2nerf c=1.2 r=1e-4": dict(defense=S2NeRFDefenseConfig(noise_scale=1.2, decay_ratio=1e-4)),
-    "s2nerf c=0.5 r=1e-4": dict(defense=S2NeRFDefenseConfig(noise_scale=0.5, decay_ratio=1e-4)),
-    "s2nerf c=1.2 r=1": dict(defense=S2NeRFDefenseConfig(noise_scale=1.2, decay_ratio=1.0)),
-    "s2nerf-lite c=1.2 r=1e-4": dict(defense=S2NeRFDefenseConfig(noise_scale=1.2, decay_ratio=1e-4), lite=True),
-    "label-noise std=0.1": dict(defense=LabelNoiseConfig(label_noise_std=0.1)),
+    "splitnerf": dict(defense=DefenseConfig()),
+    "s2nerf c=1.2 r=1e-4": dict(defense=DefenseConfig(kind="s2nerf", noise_scale=1.2, decay_ratio=1e-4)),
+    "s2nerf c=0.5 r=1e-4": dict(defense=DefenseConfig(kind="s2nerf", noise_scale=0.5, decay_ratio=1e-4)),
+    "s2nerf c=1.2 r=1": dict(defense=DefenseConfig(kind="s2nerf", noise_scale=1.2, decay_ratio=1.0)),
+    "s2nerf-lite c=1.2 r=1e-4": dict(defense=DefenseConfig(kind="s2nerf", noise_scale=1.2, decay_ratio=1e-4),
+                                     lite=True),
+    "label-noise std=0.1": dict(defense=DefenseConfig(kind="label-noise", label_noise_std=0.1)),
 }
 SMOKE_DEFENSES = ("splitnerf", "s2nerf c=1.2 r=1e-4")
 
 
 def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known"):
     spec = DEFENSES[defense]
-    base = methods.s2nerf_ssma.config
+    base = method_config("s2nerf-ssma")
     config = sized_config(base, preset, room, out_dir, defense.replace(" ", "_").replace("=", ""))
     if spec.get("lite"):
-        lite = methods.lite_model()
+        lite = lite_model()
         for f in ("num_density_layers", "cut_depth", "sh_levels", "color_hidden_dim", "num_color_layers"):
             setattr(config.pipeline.model, f, getattr(lite, f))
     config.pipeline.model.defense = spec["defense"]
@@ -143,10 +143,7 @@ def image_grids(results: dict, out_dir: Path) -> None:
             data = np.load(Path(cell["run_dir"]) / "first_eval_view.npz")
             rows.append(np.concatenate([data[k] for k in ("gt", "victim", "sma", "ssma")], axis=1))
         if rows:
-            grid = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
-            scale = max(1, 256 // grid.shape[0])
-            Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(
-                out_dir / f"grid_{room}.png")
+            save_image_grid(rows, out_dir / f"grid_{room}.png", scale=max(1, 256 // sum(r.shape[0] for r in rows)))
 
 
 def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses: Optional[Sequence[str]] = None,

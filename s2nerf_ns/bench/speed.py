@@ -6,6 +6,7 @@ All trainers live in one process and are stepped in alternating rounds, so ratio
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 from unittest import mock
@@ -19,10 +20,10 @@ import torch
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
-from method_configs import s2nerf_methods as methods
 from s2nerf_ns.bench.common import PRESETS, Preset, environment, sized_config
 from s2nerf_ns.data.rooms_dataparser import RoomsDataParserConfig
-from s2nerf_ns.metrics import lpips_weights_path
+from s2nerf_ns.evaluation.image_metrics import lpips_weights_path
+from s2nerf_ns.integration.methods import method_config
 
 SPLIT_METHODS = ("splitnerf", "s2nerf", "s2nerf-lite", "s2nerf-central", "splitnerf-sma", "splitnerf-ssma")
 
@@ -90,7 +91,7 @@ def preset_is_smoke(preset: Preset) -> bool:
 
 
 def build(name: str, preset: Preset, rays: int, out_dir: Path) -> Stepper:
-    base = nerfacto_config() if name == "nerfacto" else getattr(methods, name.replace("-", "_")).config
+    base = nerfacto_config() if name == "nerfacto" else method_config(name)
     # Timing compares the reference-size models (only the smoke preset shrinks them, to test the plumbing).
     config = sized_config(base, preset, "office", out_dir, f"speed_{name}_{rays}", shrink_model=preset_is_smoke(preset))
     config.pipeline.datamanager.train_num_rays_per_batch = rays
@@ -131,8 +132,8 @@ def run(preset_name: str, out_dir: Path, methods_to_time: Sequence[str] = SPLIT_
             for s in pair:
                 s.advance(steps_per_round, record=True)
         scaling[str(rays)] = {s.name: s.summary(rays)["victim_step_ms"] for s in pair}
-    clients = {"s2nerf": client_cost(methods.s2nerf.config.pipeline.model),
-               "s2nerf-lite": client_cost(methods.s2nerf_lite.config.pipeline.model)}
+    clients = {"s2nerf": client_cost(method_config("s2nerf").pipeline.model),
+               "s2nerf-lite": client_cost(method_config("s2nerf-lite").pipeline.model)}
     results = {"preset": preset_name, "rays_per_step": preset.rays, "environment": environment(),
                "rounds": rounds, "steps_per_round": steps_per_round, "methods": table, "ray_scaling_ms": scaling,
                "client_cost_reference_model": clients}
@@ -166,6 +167,8 @@ def client_cost(model_config, num_rays: int = 1024, repeats: int = 5) -> Dict[st
     from nerfstudio.data.scene_box import SceneBox
 
     torch.manual_seed(0)
+    model_config = copy.deepcopy(model_config)
+    model_config.run_steps = 1  # the client's cost does not depend on the defense's schedule
     model = model_config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
     head = model.client_head
     linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]

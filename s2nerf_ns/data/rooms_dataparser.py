@@ -9,6 +9,11 @@ Coordinates: the world (metres, +z up) is translated to the room centre and unif
 ``[-1, 1]^3``:  ``p_normalized = s * (p_world - centre)``.  This is reported as
 ``dataparser_transform = [I | -centre]`` and ``dataparser_scale = s`` (nerfstudio's convention: the
 transform is applied first, then the scale).
+
+Besides nerfstudio's fields, the outputs carry ``metadata["depth_filenames"]`` (z-depth, metres) and
+``metadata["private_mask_filenames"]`` (uint8 PNG masks, 255 where a private item is visible), both aligned
+with ``image_filenames``; :meth:`RoomsDataParser.get_extra_views` gives the off-trajectory views likewise.
+The private masks are deliberately not nerfstudio's ``mask_filenames`` (those pixels are still trained on).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Literal, NamedTuple, Optional, Tuple, Type
+from typing import List, NamedTuple, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -29,7 +34,8 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-from s2nerf_ns.scenes.rooms import SCENES, params_hash, render_params, render_room, validate_render_args
+from s2nerf_ns.scenes.catalog import EVAL_INTERVAL, RoomRenderParams, eval_split_indices, validate_eval_interval
+from s2nerf_ns.scenes.render import render_room
 
 logger = logging.getLogger(__name__)
 
@@ -42,24 +48,15 @@ def _default_cache_dir() -> Path:
 
 
 @dataclass
-class RoomsDataParserConfig(DataParserConfig):
-    """Built-in procedurally generated indoor rooms rendered with Mitsuba 3 (rendered on first use, then cached)."""
+class RoomsDataParserConfig(RoomRenderParams, DataParserConfig):
+    """Built-in procedurally generated indoor rooms rendered with Mitsuba 3 (rendered on first use, then cached).
+
+    The rendering fields (scene, resolution, spp, num_views, num_extra_views, seed) and their validation
+    come from :class:`~s2nerf_ns.scenes.catalog.RoomRenderParams`."""
 
     _target: Type = field(default_factory=lambda: RoomsDataParser)
     """target class to instantiate"""
-    scene: Literal["bedroom", "office", "livingroom"] = "office"
-    """Which built-in room to use."""
-    resolution: int = 128
-    """Image width and height in pixels."""
-    spp: int = 32
-    """Path-tracing samples per pixel."""
-    num_views: int = 120
-    """Number of views on the handheld-like camera trajectory (train + eval)."""
-    num_extra_views: int = 4
-    """Number of extra off-trajectory views ("leaked" photos), never used for train or eval."""
-    seed: int = 0
-    """Seed of the layout / trajectory RNG and of the renderer."""
-    eval_interval: int = 8
+    eval_interval: int = EVAL_INTERVAL
     """Every eval_interval-th view (index % eval_interval == 0) is held out for val/test."""
     cache_dir: Path = field(default_factory=_default_cache_dir)
     """Folder holding rendered rooms (default: $S2NERF_CACHE or ~/.cache/s2nerf-ns/rooms)."""
@@ -67,27 +64,13 @@ class RoomsDataParserConfig(DataParserConfig):
     """Optional (empty: the built-in room from the cache): load an already rendered room folder (transforms.json + s2nerf_room.json) instead of the cache."""
 
     def __post_init__(self) -> None:
-        if self.scene not in SCENES:
-            raise ValueError(f"Unknown scene {self.scene!r}; valid scenes are: {', '.join(SCENES)}")
-        validate_render_args(self.scene, self.resolution, self.spp, self.num_views, self.num_extra_views, self.seed)
-        if not isinstance(self.eval_interval, int) or self.eval_interval < 2:
-            raise ValueError(f"eval_interval must be an integer >= 2, got {self.eval_interval!r}")
-        if self.eval_interval > self.num_views:
-            raise ValueError(
-                f"eval_interval ({self.eval_interval}) must not exceed num_views ({self.num_views}), "
-                "otherwise only view 0 would be held out"
-            )
+        super().__post_init__()  # validates the rendering fields
+        validate_eval_interval(self.eval_interval, self.num_views)
         self.cache_dir = Path(self.cache_dir).expanduser()
         if self.data is not None:
             self.data = Path(self.data).expanduser()
 
-    # -- cache ------------------------------------------------------------------------------------
-    def render_params(self) -> dict:
-        return render_params(self.scene, self.resolution, self.spp, self.num_views, self.num_extra_views, self.seed)
-
-    def cache_key(self) -> str:
-        return f"{self.scene}-{self.resolution}px-{self.spp}spp-{params_hash(self.render_params())}"
-
+    # -- cache (render_params() and cache_key() come from RoomRenderParams) --------------------------
     def cache_path(self) -> Path:
         return self.cache_dir / self.cache_key()
 
@@ -98,6 +81,8 @@ class ExtraViews(NamedTuple):
     image_filenames: List[Path]
     cameras: Cameras
     depth_filenames: List[Path]
+    private_mask_filenames: List[Path]
+    """uint8 PNG masks aligned with the images: 255 where a private item (photo, poster, document) is visible."""
 
 
 def check_room_folder(folder: Path, expected_params: Optional[dict] = None) -> Optional[str]:
@@ -134,6 +119,13 @@ def check_room_folder(folder: Path, expected_params: Optional[dict] = None) -> O
                 depth = np.load(base / fr["depth_file_path"], allow_pickle=False)
                 if depth.shape != (h, w):
                     return f"{fr['depth_file_path']} has shape {depth.shape}, expected {(h, w)}"
+                if "private_mask_file_path" not in fr:
+                    return f"{fr['file_path']} has no private mask (rendered by an older version; re-render the room)"
+                with Image.open(base / fr["private_mask_file_path"]) as mask:
+                    mask.load()
+                    if mask.size != (w, h) or mask.mode != "L":
+                        return (f"{fr['private_mask_file_path']} is a {mask.mode} image of size {mask.size}, "
+                                f"expected an L (uint8) image of size {(w, h)}")
     except Exception as e:  # noqa: BLE001 - any failure means "not a valid room folder"
         return f"{type(e).__name__}: {e}"
     return None
@@ -178,8 +170,7 @@ class RoomsDataParser(DataParser):
     def _render(self, folder: Path) -> None:
         cfg = self.config
         logger.info("Rendering room %r into %s", cfg.scene, folder)
-        render_room(cfg.scene, folder, resolution=cfg.resolution, spp=cfg.spp, num_views=cfg.num_views,
-                    num_extra_views=cfg.num_extra_views, seed=cfg.seed, progress=True)
+        render_room(cfg.scene, folder, progress=True, **cfg.render_kwargs())
 
     def room_metadata(self) -> dict:
         with open(self.data_folder() / "s2nerf_room.json") as f:
@@ -209,12 +200,7 @@ class RoomsDataParser(DataParser):
         )
 
     def split_indices(self, num_frames: int, split: str) -> List[int]:
-        k = self.config.eval_interval
-        if split == "train":
-            return [i for i in range(num_frames) if i % k != 0]
-        if split in ("val", "test"):
-            return [i for i in range(num_frames) if i % k == 0]
-        raise ValueError(f"Unknown dataparser split {split!r}; expected 'train', 'val' or 'test'")
+        return eval_split_indices(num_frames, self.config.eval_interval, split)
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         folder = self.data_folder()
@@ -238,6 +224,7 @@ class RoomsDataParser(DataParser):
             dataparser_scale=float(scale),
             metadata={
                 "depth_filenames": [folder / f["depth_file_path"] for f in frames],
+                "private_mask_filenames": [folder / f["private_mask_file_path"] for f in frames],
                 # nerfstudio's DepthDataset multiplies depth by depth_unit_scale_factor * dataparser_scale, so the
                 # files (metres) need a unit factor of 1.0 to end up in normalised units there.
                 "depth_unit_scale_factor": 1.0,
@@ -249,7 +236,7 @@ class RoomsDataParser(DataParser):
         )
 
     def get_extra_views(self) -> ExtraViews:
-        """The off-trajectory "leaked" views (images, cameras in the normalised frame, depth files)."""
+        """The off-trajectory "leaked" views (images, cameras in the normalised frame, depth files, private masks)."""
         folder = self.data_folder()
         with open(folder / "extra" / "extra_transforms.json") as f:
             meta = json.load(f)
@@ -258,11 +245,12 @@ class RoomsDataParser(DataParser):
         if not frames:
             empty = Cameras(camera_to_worlds=torch.zeros(0, 3, 4), fx=float(meta["fl_x"]), fy=float(meta["fl_y"]),
                             cx=float(meta["cx"]), cy=float(meta["cy"]), width=int(meta["w"]), height=int(meta["h"]))
-            return ExtraViews([], empty, [])
+            return ExtraViews([], empty, [], [])
         return ExtraViews(
             image_filenames=[folder / "extra" / f["file_path"] for f in frames],
             cameras=self._cameras(meta, frames, centre, scale),
             depth_filenames=[folder / "extra" / f["depth_file_path"] for f in frames],
+            private_mask_filenames=[folder / "extra" / f["private_mask_file_path"] for f in frames],
         )
 
 

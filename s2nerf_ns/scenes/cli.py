@@ -10,31 +10,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import tyro
 
+from s2nerf_ns.scenes.catalog import RoomRenderParams
+
 
 @dataclass
-class RenderRoomArgs:
+class RenderRoomArgs(RoomRenderParams):
     """Render a built-in S2NeRF room (Mitsuba 3) into a nerfstudio-data folder."""
 
-    output_dir: Path
-    """Folder to write (transforms.json, images/, depths/, extra/, s2nerf_room.json)."""
-    scene: Literal["bedroom", "office", "livingroom"] = "office"
-    """Which built-in room to render."""
-    resolution: int = 128
-    """Image width and height in pixels."""
-    spp: int = 32
-    """Path-tracing samples per pixel."""
-    num_views: int = 120
-    """Views on the camera trajectory (every 8th is held out for evaluation)."""
-    num_extra_views: int = 4
-    """Extra off-trajectory views written to extra/ (not in train/eval)."""
-    seed: int = 0
-    """Seed of the layout / trajectory RNG and of the renderer."""
+    output_dir: Path = field(kw_only=True)
+    """Folder to write (transforms.json, images/, depths/, masks/, extra/, s2nerf_room.json)."""
     overwrite: bool = False
     """Replace output-dir if it already exists and is not empty."""
     preview: Optional[Path] = None
@@ -42,9 +32,9 @@ class RenderRoomArgs:
 
 
 def run(args: RenderRoomArgs) -> Path:
-    from s2nerf_ns.scenes.rooms import render_room, save_preview, validate_render_args
+    from s2nerf_ns.scenes.render import render_room, save_preview
 
-    validate_render_args(args.scene, args.resolution, args.spp, args.num_views, args.num_extra_views, args.seed)
+    args.validate_render_params()
     out = Path(args.output_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: {out} exists and is not a directory")
@@ -53,8 +43,7 @@ def run(args: RenderRoomArgs) -> Path:
             raise SystemExit(f"error: {out} exists and is not empty; pass --overwrite to replace it")
     elif out.is_dir():
         shutil.rmtree(out)  # empty folder: render_room renames a finished temp folder into place
-    render_room(args.scene, out, resolution=args.resolution, spp=args.spp, num_views=args.num_views,
-                num_extra_views=args.num_extra_views, seed=args.seed, progress=True)
+    render_room(args.scene, out, progress=True, **args.render_kwargs())
     with open(out / "s2nerf_room.json") as f:
         meta = json.load(f)
     t = meta["render_time_s"]

@@ -10,7 +10,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
 
-from s2nerf_ns.models.split_nerf import RAY_INDICES_KEY, SplitNerfModel
+from s2nerf_ns.integration.model import RAY_INDICES_KEY, SplitNerfModel
 
 
 @dataclass

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.encodings import SHEncoding
 
-from s2nerf_ns.split.mlp import density_mlp_dims, linear_stack
+from s2nerf_ns.protocol.cut import density_mlp_dims, linear_stack
 
 
 class ClientHead(nn.Module):

@@ -12,48 +12,38 @@ With ``split=False`` the same architecture is trained unsplit (the ``s2nerf-cent
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, NamedTuple, Optional, Tuple, Type
+from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
+import tyro
 from torch import Tensor
 from torch.nn import Parameter
 
-from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.configs.config_utils import to_immutable_dict
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.field_components.spatial_distortions import SceneContraction
-from nerfstudio.fields.density_fields import HashMLPDensityField
 from nerfstudio.model_components.losses import MSELoss, interlevel_loss
-from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
-from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
-from nerfstudio.model_components.scene_colliders import AABBBoxCollider, NearFarCollider
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps, writer
 from torchmetrics.functional import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from s2nerf_ns.attacks.leakage import leakage_metrics
-from s2nerf_ns.metrics import build_lpips
-from s2nerf_ns.split.channel import GradientChannel
-from s2nerf_ns.split.client import ClientHead
-from s2nerf_ns.split.defense import DefenseConfig, LabelNoiseDefense, NoDefenseConfig
-from s2nerf_ns.split.mlp import check_cut_depth
-from s2nerf_ns.split.server import ServerField
+from s2nerf_ns.defenses import DefenseConfig
+from s2nerf_ns.evaluation.image_metrics import build_lpips
+from s2nerf_ns.protocol.channel import GradientChannel
+from s2nerf_ns.protocol.client import ClientHead
+from s2nerf_ns.protocol.cut import check_cut_depth
+from s2nerf_ns.protocol.rendering import VolumeRenderer
+from s2nerf_ns.protocol.server import ServerField, ServerSide
 
 RAY_INDICES_KEY = "ray_indices"
 """Key under which the pipeline attaches the batch's (camera, row, column) indices to the ray bundle."""
 
-
-class ServerPass(NamedTuple):
-    """What the server computes for a batch of rays (all of it stays on the server but h and bins)."""
-
-    ray_samples: RaySamples
-    positions: Tensor
-    h: Tensor
-    bins: Tensor
-    proposal_weights: List[Tensor]
-    proposal_samples: List[RaySamples]
+ServerRender = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""(h [R, S, D], origins [R, 3], directions [R, 3], bins [R, S+1]) -> rgb [R, 3]: a server-side render."""
+EvalImageHook = Callable[[Dict[str, Tensor], Tensor], Tuple[Dict[str, float], Dict[str, Tensor]]]
+"""(outputs of one eval image, ground truth [H, W, 3]) -> (extra metrics, extra images)."""
 
 
 @dataclass
@@ -107,8 +97,12 @@ class SplitNerfModelConfig(ModelConfig):
     """Real captures with content outside the scene box: contract space and sample up to far_plane."""
     background_color: Literal["black", "white", "last_sample"] = "last_sample"
     """Colour of rays that leave the scene without hitting anything."""
-    defense: DefenseConfig = field(default_factory=NoDefenseConfig)
-    """What the client does to the gradient before sending it (none = SplitNeRF)."""
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
+    """What the client does before pixel-derived data crosses (kind none = SplitNeRF)."""
+    run_seed: tyro.conf.Suppress[Optional[int]] = None
+    """The run's seed (set by the method's trainer from --machine.seed; seeds the defense's noise)."""
+    run_steps: tyro.conf.Suppress[Optional[int]] = None
+    """The run's length (set by the method's trainer from --max-num-iterations; the defense's schedule)."""
     record_transcript: bool = True
     """Record every tensor that crosses the channel."""
     enable_collider: bool = False
@@ -135,7 +129,7 @@ class SplitNerfModel(Model):
     def client_architecture(self) -> Dict[str, int]:
         """The client head's architecture (public protocol knowledge), without its weights."""
         cfg = self.config
-        return dict(encoding_dim=self.server_field.encoding.get_out_dim(), hidden_dim=cfg.hidden_dim,
+        return dict(encoding_dim=self.server.field.encoding.get_out_dim(), hidden_dim=cfg.hidden_dim,
                     num_density_layers=cfg.num_density_layers, geo_feat_dim=cfg.geo_feat_dim,
                     cut_depth=cfg.cut_depth, sh_levels=cfg.sh_levels, color_hidden_dim=cfg.color_hidden_dim,
                     num_color_layers=cfg.num_color_layers)
@@ -145,74 +139,59 @@ class SplitNerfModel(Model):
         cfg = self.config
         aabb = self.scene_box.aabb
         # ------------------------------------------------------------------ SERVER
-        self.server_field = ServerField(
+        field = ServerField(
             aabb, cfg.num_levels, cfg.features_per_level, cfg.min_res, cfg.max_res, cfg.log2_hashmap_size,
             cfg.hidden_dim, cfg.num_density_layers, cfg.geo_feat_dim, cfg.cut_depth, cfg.unbounded,
             cfg.implementation,
         )
-        if cfg.unbounded:
-            self.collider = NearFarCollider(near_plane=cfg.near_plane, far_plane=cfg.far_plane)
-        else:
-            self.collider = AABBBoxCollider(self.scene_box, near_plane=cfg.near_plane)
-        self.uniform_sampler = UniformSampler(num_samples=cfg.num_samples)
-        self.proposal_networks = torch.nn.ModuleList()
-        if cfg.sampler == "proposal":
-            contraction = SceneContraction(order=float("inf")) if cfg.unbounded else None
-            for _ in cfg.num_proposal_samples:
-                self.proposal_networks.append(
-                    HashMLPDensityField(aabb, spatial_distortion=contraction, num_levels=5, max_res=128,
-                                        log2_hashmap_size=17, hidden_dim=16, implementation=cfg.implementation)
-                )
-            self.proposal_sampler = ProposalNetworkSampler(
-                num_nerf_samples_per_ray=cfg.num_samples,
-                num_proposal_samples_per_ray=cfg.num_proposal_samples,
-                num_proposal_network_iterations=len(cfg.num_proposal_samples),
-                update_sched=lambda step: np.clip(
-                    np.interp(step, [0, cfg.proposal_warmup], [0, cfg.proposal_update_every]), 1,
-                    cfg.proposal_update_every),
-                initial_sampler=UniformSampler(single_jitter=False),
-            )
+        self.server = ServerSide(self.scene_box, field, cfg.num_samples, cfg.near_plane, cfg.far_plane,
+                                 cfg.unbounded, cfg.sampler, cfg.num_proposal_samples, cfg.proposal_update_every,
+                                 cfg.proposal_warmup, cfg.implementation)
+        self.collider = self.server.collider  # applied by nerfstudio's Model.forward before get_outputs
         # ------------------------------------------------------------------ CHANNEL
-        defense = cfg.defense.setup(seed=42, max_steps=1)
+        seed = 42 if cfg.run_seed is None else cfg.run_seed  # nerfstudio's default --machine.seed
+        defense = cfg.defense.setup(seed=seed, schedule_steps=cfg.run_steps)
         self.channel = GradientChannel(defense, record=cfg.record_transcript)
         # ------------------------------------------------------------------ CLIENT
         self.client_head = ClientHead(**self.client_architecture())
-        self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
-        self.renderer_accumulation = AccumulationRenderer()
-        self.renderer_depth = DepthRenderer(method="expected")
+        self.renderer = VolumeRenderer(background_color=cfg.background_color)
         self.rgb_loss = MSELoss()
         self.psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.lpips = build_lpips()
         self.step = 0
-        # Set by the attack pipelines: a server-side attacker rendered as `attack_rgb` (never optimised here).
-        self.attacker: Optional[torch.nn.Module] = None
+        # ------------------------------------------------------------------ hooks for pipelines
+        self.server_renders: Dict[str, ServerRender] = {}
+        self.eval_image_hooks: List[EvalImageHook] = []
+
+    def register_server_render(self, name: str, render: ServerRender) -> None:
+        """Add a server-side render of every eval ray (e.g. an attacker's ``attack_rgb``), shown next to ``rgb``."""
+        self.server_renders[name] = render
+
+    def register_eval_image_hook(self, hook: EvalImageHook) -> None:
+        """Add metrics/images computed by whoever evaluates this run (e.g. an attack's leakage scores)."""
+        self.eval_image_hooks.append(hook)
 
     # ---------------------------------------------------------------------------------------------
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         groups = {
-            "server_fields": list(self.server_field.parameters()),
+            "server_fields": list(self.server.field.parameters()),
             "client_head": list(self.client_head.parameters()),
         }
         if self.config.sampler == "proposal":
-            groups["server_proposal"] = list(self.proposal_networks.parameters())
+            groups["server_proposal"] = list(self.server.proposal_networks.parameters())
         return groups
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
         trainer = getattr(attrs, "trainer", None)
-        if trainer is not None:  # the defense is seeded from the run's seed and decays over the run's length
-            self.channel.defense.seed = trainer.config.machine.seed
-            self.channel.defense.max_steps = trainer.config.max_num_iterations
-            log_every = trainer.config.logging.steps_per_log
-        else:
-            log_every = 10
+        log_every = trainer.config.logging.steps_per_log if trainer is not None else 10
 
         def set_step(step: int) -> None:
             self.step = step
             self.channel.step = step
 
         def log_defense(step: int) -> None:
-            if self.config.split and self.channel.last_defense_stats:
-                for key, value in self.channel.last_defense_stats.items():
+            if self.config.split:
+                for key, value in self.channel.defense.last_stats.items():
                     if np.isfinite(value):
                         writer.put_scalar(name=f"Defense/{key}", scalar=value, step=step)
 
@@ -223,37 +202,13 @@ class SplitNerfModel(Model):
         ]
         if self.config.sampler == "proposal":
             callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
-                                              self.proposal_sampler.step_cb, update_every_num_iters=1))
+                                              self.server.proposal_sampler.step_cb, update_every_num_iters=1))
         return callbacks
 
     # ---------------------------------------------------------------------------------------------
-    def server_samples(self, ray_bundle: RayBundle) -> Tuple[RaySamples, List[Tensor], List[RaySamples]]:
-        """SERVER: draw samples along the client's rays."""
-        if self.config.sampler == "proposal":
-            density_fns = [net.density_fn for net in self.proposal_networks]
-            return self.proposal_sampler(ray_bundle, density_fns=density_fns)
-        return self.uniform_sampler(ray_bundle), [], []
-
-    def server_pass(self, ray_bundle: RayBundle) -> ServerPass:
-        """SERVER: samples along the client's rays, their positions, the embeddings h and the bin edges."""
-        ray_samples, proposal_weights, proposal_samples = self.server_samples(ray_bundle)
-        positions = ray_samples.frustums.get_positions()
-        h = self.server_field(positions)
-        bins = torch.cat([ray_samples.frustums.starts[..., 0], ray_samples.frustums.ends[..., -1:, 0]], dim=-1)
-        return ServerPass(ray_samples, positions, h, bins, proposal_weights, proposal_samples)
-
     def client_render(self, ray_bundle: RayBundle, bins: Tensor, h: Tensor) -> Dict[str, Tensor]:
         """CLIENT: its own rays + received bins and h -> rendered colour, depth, accumulation, weights."""
-        samples = ray_bundle.get_ray_samples(bin_starts=bins[..., :-1, None], bin_ends=bins[..., 1:, None])
-        density, rgb = self.client_head(h, samples.frustums.directions)
-        weights = samples.get_weights(density)
-        return {
-            "rgb": self.renderer_rgb(rgb=rgb, weights=weights),
-            "accumulation": self.renderer_accumulation(weights=weights),
-            "depth": self.renderer_depth(weights=weights, ray_samples=samples),
-            "weights": weights,
-            "client_samples": samples,  # type: ignore[dict-item]
-        }
+        return self.renderer(self.client_head, h, ray_bundle.origins, ray_bundle.directions, bins)
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor | List]:
         metadata = dict(ray_bundle.metadata or {})
@@ -265,7 +220,7 @@ class SplitNerfModel(Model):
         if split:
             self.channel.client_sends_rays(ray_indices, ray_bundle.origins, ray_bundle.directions)
         # ============================== SERVER
-        server = self.server_pass(ray_bundle)
+        server = self.server(ray_bundle)
         h, bins = server.h, server.bins
         # ============================== SERVER -> CLIENT: h and the sample spacing
         if split:
@@ -286,21 +241,19 @@ class SplitNerfModel(Model):
                 weights = self.channel.client_sends("proposal_weights", weights)
             outputs["weights_list"] = server.proposal_weights + [weights.detach()]
             outputs["ray_samples_list"] = server.proposal_samples + [server.ray_samples]
-        if self.attacker is not None and not torch.is_grad_enabled():
-            # SERVER (attacker): its own render of these rays from the server's embeddings.
-            outputs["attack_rgb"] = self.attacker.render(h.detach(), ray_bundle.origins, ray_bundle.directions, bins)
+        if not torch.is_grad_enabled():
+            # SERVER: extra renders of these rays from the server's own embeddings (registered by pipelines).
+            for name, render in self.server_renders.items():
+                outputs[name] = render(h.detach(), ray_bundle.origins, ray_bundle.directions, bins.detach())
         if not self.training:  # per-sample tensors are not images: keep rendering outputs only
             outputs.pop("weights")
-            outputs.pop("client_samples")
         return outputs  # type: ignore[return-value]
 
     # ---------------------------------------------------------------------------------------------
     def client_targets(self, batch: Dict[str, Tensor]) -> Tensor:
         """CLIENT: the private target pixels (with label noise when that baseline defense is chosen)."""
         image = batch["image"][..., :3].to(self.device)
-        if self.training and isinstance(self.channel.defense, LabelNoiseDefense):
-            image = self.channel.defense.noisy_targets(image)
-        return image
+        return self.channel.defense.targets_for_loss(image) if self.training else image
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         image = batch["image"][..., :3].to(self.device)
@@ -338,9 +291,8 @@ class SplitNerfModel(Model):
             "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
             "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
         }
-        if "attack_rgb" in outputs:
-            attack = outputs["attack_rgb"]
-            metrics.update({k: v for k, v in self.image_metrics(attack, image, "attack_").items()})
-            metrics.update(leakage_metrics(attack, image, "attack_"))
-            images["attack"] = torch.cat([image, rgb, attack], dim=1)
+        for hook in self.eval_image_hooks:
+            extra_metrics, extra_images = hook(outputs, image)
+            metrics.update(extra_metrics)
+            images.update(extra_images)
         return metrics, images

@@ -2,94 +2,22 @@
 
 Forward, the server's per-sample embeddings ``h`` cross to the client; backward, the client's gradient
 ``g = dL/dh`` crosses to the server after the client-side defense hook. Every crossing is written to a
-:class:`Transcript` (name, direction, shape, dtype, bytes), and observers get exactly what the server
+:class:`~s2nerf_ns.protocol.transcript.Transcript` (name, direction, shape, dtype, bytes), and observers get exactly what the server
 sees in a step (:class:`ServerView`) — the rays it was sent, the samples it drew, the ``h`` it computed
 and the defended gradient it received — and nothing of the client.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable, Dict, List, Literal, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from s2nerf_ns.split.defense import GradientDefense
-
-Direction = Literal["client->server", "server->client"]
-SERVER_TO_CLIENT: Direction = "server->client"
-CLIENT_TO_SERVER: Direction = "client->server"
-
-
-@dataclass
-class Crossing:
-    """One tensor that crossed the trust boundary."""
-
-    step: int
-    name: str
-    direction: Direction
-    shape: List[int]
-    dtype: str
-    nbytes: int
-    derived_from_pixels: bool = False
-    """True for client->server tensors computed from the client's images (only the gradient may be)."""
-
-
-@dataclass
-class Transcript:
-    """Every tensor that crossed the channel, per training step."""
-
-    crossings: List[Crossing] = field(default_factory=list)
-    keep_last_steps: int = 50
-    """Keep full records of the last N steps only (the byte totals cover every step)."""
-    totals: Dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    steps_seen: int = 0
-
-    def record(self, step: int, name: str, direction: Direction, tensor: Tensor, derived_from_pixels: bool) -> None:
-        if not self.crossings or self.crossings[-1].step != step:
-            self.steps_seen += 1
-        nbytes = tensor.numel() * tensor.element_size()
-        self.crossings.append(
-            Crossing(step, name, direction, list(tensor.shape), str(tensor.dtype).replace("torch.", ""), nbytes,
-                     derived_from_pixels)
-        )
-        self.totals[f"{direction} {name}"] += nbytes
-        if len(self.crossings) > 64 * self.keep_last_steps:
-            oldest_kept = self.crossings[-1].step - self.keep_last_steps
-            self.crossings = [c for c in self.crossings if c.step > oldest_kept]
-
-    def for_step(self, step: int) -> List[Crossing]:
-        return [c for c in self.crossings if c.step == step]
-
-    def bytes_per_step(self) -> Dict[str, float]:
-        """Mean bytes per training step of each (direction, name)."""
-        n = max(self.steps_seen, 1)
-        return {k: v / n for k, v in self.totals.items()}
-
-    def summary(self) -> Dict[str, object]:
-        last = self.crossings[-1].step if self.crossings else None
-        return {
-            "steps": self.steps_seen,
-            "bytes_per_step": self.bytes_per_step(),
-            "total_bytes_per_step": sum(self.bytes_per_step().values()),
-            "last_step": [asdict(c) for c in self.for_step(last)] if last is not None else [],
-        }
-
-    def write(self, folder: Path) -> None:
-        """Write ``transcript.json`` (summary) and ``transcript.csv`` (recent crossings) into ``folder``."""
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "transcript.json").write_text(json.dumps(self.summary(), indent=2))
-        with open(folder / "transcript.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(Crossing.__dataclass_fields__))
-            writer.writeheader()
-            for c in self.crossings:
-                writer.writerow({**asdict(c), "shape": "x".join(map(str, c.shape))})
+from s2nerf_ns.defenses import Defense
+from s2nerf_ns.protocol.transcript import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Direction, Transcript
 
 
 @dataclass
@@ -136,7 +64,7 @@ class _Crossing(torch.autograd.Function):
 class GradientChannel:
     """The trust boundary. Owns the defense hook, the transcript and the observers."""
 
-    def __init__(self, defense: GradientDefense, record: bool = True) -> None:
+    def __init__(self, defense: Defense, record: bool = True) -> None:
         self.defense = defense
         self.transcript = Transcript()
         self.record = record
@@ -144,7 +72,6 @@ class GradientChannel:
         self.step = 0
         self.training = False
         """Set by the model: crossings are recorded (and observed) for training steps only, not eval renders."""
-        self.last_defense_stats: Dict[str, float] = {}
 
     def add_observer(self, observer: Observer) -> None:
         """Register a callable that receives the :class:`ServerView` of every training step."""
@@ -169,8 +96,7 @@ class GradientChannel:
 
     def client_sends_gradient(self, grad_h: Tensor, h: Tensor, context: Dict[str, Tensor]) -> Tensor:
         """Backward crossing: apply the defense, record, notify observers, hand over to the server."""
-        sent = self.defense(grad_h, h, self.step)
-        self.last_defense_stats = self.defense.last_stats
+        sent = self.defense.gradient_to_send(grad_h, h, self.step)
         self._log("grad_h", CLIENT_TO_SERVER, sent, derived_from_pixels=True)
         if self.observers and self.training:
             view = ServerView(step=self.step, h=h.detach(), grad=sent.detach(), **context)

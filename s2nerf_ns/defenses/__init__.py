@@ -1,0 +1,13 @@
+"""Client-side defenses at the gradient channel: small strategy objects composed by one config.
+
+- :mod:`~s2nerf_ns.defenses.config`: ``DefenseConfig`` (the command-line option, ``kind`` + knobs);
+- :mod:`~s2nerf_ns.defenses.perturbations`: gradient perturbations (identity, S²NeRF noise and variants);
+- :mod:`~s2nerf_ns.defenses.targets`: target perturbations (label noise);
+- :mod:`~s2nerf_ns.defenses.schedules`: noise schedules;
+- :mod:`~s2nerf_ns.defenses.defense`: ``Defense``, the composed object the channel and the client call.
+"""
+
+from s2nerf_ns.defenses.config import DefenseConfig, DefenseKind
+from s2nerf_ns.defenses.defense import Defense, NonFiniteGradientError, ScheduleLengthUnknownError
+
+__all__ = ["Defense", "DefenseConfig", "DefenseKind", "NonFiniteGradientError", "ScheduleLengthUnknownError"]

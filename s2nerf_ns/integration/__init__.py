@@ -1,0 +1,2 @@
+"""nerfstudio glue: the split model, the trainer, the pipelines (victim training, attack evaluation) and the
+method configurations registered in ``method_configs/``."""

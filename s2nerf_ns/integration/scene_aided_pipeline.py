@@ -1,0 +1,165 @@
+"""Scene-aided surrogate model attack (SSMA): SMA plus a few leaked photos of the scene, with or without
+their poses. The leaked photos come through a nerfstudio datamanager of their own, held by this (evaluating)
+pipeline, which hands the attacker pixels only (and the poses only with ``--pose known``); the true poses are
+used for scoring. The victim's datamanager is unchanged."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from torch.cuda.amp.grad_scaler import GradScaler
+
+from s2nerf_ns.attacks.pose import pose_errors
+from s2nerf_ns.attacks.scene_aided import LeakBatch, SceneAidedAttacker
+from s2nerf_ns.data.leaked_views import LeakedViewsDataParserConfig
+from s2nerf_ns.integration.attack_pipeline import AttackPipeline, AttackPipelineConfig
+
+
+@dataclass
+class SceneAidedAttackPipelineConfig(AttackPipelineConfig):
+    """Victim training + scene-aided surrogate model attack."""
+
+    _target: Type = field(default_factory=lambda: SceneAidedAttackPipeline)
+    leaked: LeakedViewsDataParserConfig = field(default_factory=LeakedViewsDataParserConfig)
+    """Which photos leaked (source, how many, which)."""
+    pose: Literal["known", "estimate"] = "known"
+    """known: the attacker is told the leaked photos' poses; estimate: pixels only (retrieval + iNeRF)."""
+    leak_rays_per_step: int = 1024
+    """Leaked-image rays per attacker step."""
+    leak_weight: float = 1.0
+    """Weight of the leaked-image loss."""
+    leak_lr: float = 1e-2
+    """Learning rate of the surrogate's leaked-image fitting."""
+    leak_during_training: bool = True
+    """With a known pose, supervise the surrogate with the leak during victim training too."""
+    post_training_steps: int = 500
+    """Attacker-only leaked-image steps after training, on the final server fields."""
+    post_training_replay_every: int = 0
+    """Interleave one replayed gradient-matching step every N post-training steps (0: never; replayed
+    gradient matching also pulls the surrogate towards the gray-ish dummies and was measured to hurt)."""
+    pose_rounds: int = 3
+    """estimate: rounds of (refine the pose, then fit the surrogate to the leak at that pose)."""
+    pose_refine_steps: int = 150
+    """estimate: iNeRF steps per round."""
+    pose_fit_steps: int = 100
+    """estimate: surrogate fitting steps per round."""
+    report_sma_phase: bool = False
+    """Before any leaked image is used, score the attacker on the eval views (= the SMA result of this run;
+    the benchmark uses it with --no-leak-during-training to get SMA and SSMA from one victim)."""
+
+
+class SceneAidedAttackPipeline(AttackPipeline):
+    config: SceneAidedAttackPipelineConfig
+
+    def __init__(self, config: SceneAidedAttackPipelineConfig, device: str,
+                 test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
+                 grad_scaler: Optional[GradScaler] = None):
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        config.leaked.victim = config.datamanager.dataparser
+        self.leak_datamanager: VanillaDataManager = VanillaDataManagerConfig(
+            dataparser=config.leaked, train_num_rays_per_batch=config.leak_rays_per_step,
+            eval_num_rays_per_batch=config.leak_rays_per_step,
+        ).setup(device=device, test_mode=test_mode)
+        cameras = self.leak_datamanager.train_dataset.cameras
+        self.true_leak_c2w = cameras.camera_to_worlds.to(self.device)  # EVALUATION: scoring the pose estimate
+        intrinsics = [(float(cameras.fx[i]), float(cameras.fy[i]), float(cameras.cx[i]), float(cameras.cy[i]))
+                      for i in range(len(cameras))]
+        known = self.true_leak_c2w if config.pose == "known" else None
+        self.attacker = SceneAidedAttacker(self.attacker, intrinsics, known, config.leak_weight,
+                                           config.leak_lr).to(self.device)
+        self.pose_report: Dict[str, object] = {}
+        self.sma_phase_metrics: Dict[str, float] = {}
+        self.sma_phase_image: Optional[Tensor] = None
+
+    @property
+    def scene_attacker(self) -> SceneAidedAttacker:
+        return self.attacker  # type: ignore[return-value]
+
+    def embed(self, origins: Tensor, directions: Tensor) -> Tuple[Tensor, Tensor]:
+        """The server's own fields on any rays (what the attacker may query)."""
+        return self.split_model.server.embed(origins, directions)
+
+    def leak_batch(self, step: int) -> LeakBatch:
+        """Random pixels of the leaked photos, without their poses."""
+        _, batch = self.leak_datamanager.next_train(step)
+        cam, rows, cols = batch["indices"].unbind(-1)
+        return LeakBatch(cam, rows, cols, batch["image"][:, :3])
+
+    def leak_step(self, step: int) -> None:
+        self.scene_attacker.leak_step(self.embed, self.leak_batch(step))
+
+    @torch.no_grad()
+    def render_first_eval_view(self) -> Dict[str, Tensor]:
+        """Ground truth, victim and attacker renders of the first eval view (for picture grids)."""
+        self.eval()
+        camera, batch = next(iter(self.datamanager.fixed_indices_eval_dataloader))
+        outputs = self.model.get_outputs_for_camera(camera)
+        self.train()
+        return {"gt": batch["image"][..., :3].cpu(), "rgb": outputs["rgb"].cpu(), "attack_rgb": outputs["attack_rgb"].cpu()}
+
+    # ------------------------------------------------------------------ phases
+    def run_attacker(self, step: int) -> None:
+        super().run_attacker(step)
+        if self.config.leak_during_training and bool(self.scene_attacker.pose_ready):
+            start = time.perf_counter()
+            self.leak_step(step)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.attack_seconds += time.perf_counter() - start  # attacker work, not the victim's
+
+    def estimate_poses(self) -> None:
+        """The attacker estimates the leaked photos' poses from pixels; the errors are scored here."""
+        candidates = self.datamanager.train_dataset.cameras.camera_to_worlds.to(self.device)
+        dataset = self.leak_datamanager.train_dataset
+        images = [dataset.get_image_float32(i)[..., :3].to(self.device) for i in range(len(dataset))]
+        cfg = self.config
+        report = self.scene_attacker.estimate_poses(self.embed, images, candidates, self.leak_batch, cfg.pose_rounds,
+                                                    cfg.pose_refine_steps, cfg.pose_fit_steps)
+        for i, entry in enumerate(report):
+            retrieved = torch.tensor(entry.pop("after_retrieval_c2w"), device=self.device)
+            entry["after_retrieval"] = pose_errors(retrieved, self.true_leak_c2w[i])
+            entry["estimated"] = pose_errors(self.scene_attacker.leak_c2w[i], self.true_leak_c2w[i])
+        self.pose_report = {"pose": "estimate", "views": report}
+
+    def finish_attack(self, step: int) -> None:
+        if self.config.report_sma_phase:
+            self.replay_once()
+            metrics = self.get_average_eval_image_metrics()
+            self.sma_phase_metrics = {k: v for k, v in metrics.items() if k.startswith("attack_")}
+            self.sma_phase_image = self.render_first_eval_view()["attack_rgb"]
+        if self.config.pose == "estimate" and not bool(self.scene_attacker.pose_ready):
+            self.estimate_poses()
+        every = self.config.post_training_replay_every
+        surrogate = self.surrogate
+        for s in range(self.config.post_training_steps):
+            self.leak_step(s)
+            if every > 0 and s % every == every - 1 and surrogate.replay:
+                surrogate.attack_step(surrogate.sample_replay(self.config.leak_rays_per_step))
+        super().finish_attack(step)
+        if self.run_dir is not None:
+            self.write_leak_report(self.run_dir / "attack")
+
+    def write_leak_report(self, folder) -> None:
+        """EVALUATION: leaked images, true and attacker poses, pose errors."""
+        attacker_c2w = self.scene_attacker.leak_c2w
+        n = len(self.true_leak_c2w)
+        if not self.pose_report:
+            self.pose_report = {"pose": "known", "views": [
+                {"leaked": i, "estimated": pose_errors(attacker_c2w[i], self.true_leak_c2w[i])} for i in range(n)]}
+        self.pose_report["leaked_indices"] = self.leak_datamanager.train_dataparser_outputs.metadata["leaked_indices"]
+        self.pose_report["leaked_source"] = self.config.leaked.source
+        for i in range(n):
+            self.pose_report["views"][i]["true_c2w"] = self.true_leak_c2w[i].tolist()
+            self.pose_report["views"][i]["attacker_c2w"] = attacker_c2w[i].tolist()
+            image = self.leak_datamanager.train_dataset.get_image_float32(i)[..., :3]
+            Image.fromarray((image.numpy() * 255).astype(np.uint8)).save(folder / f"leaked_{i:02d}.png")
+        (folder / "leaked_poses.json").write_text(json.dumps(self.pose_report, indent=2))

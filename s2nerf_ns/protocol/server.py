@@ -1,0 +1,144 @@
+"""SERVER SIDE of the split NeRF: the sampler, the spatial hash-grid encoding and the first density layers.
+
+Runs on the (curious) server. Input: the client's rays. The server draws samples along them and computes
+per-sample embeddings ``h``, which cross the :class:`~s2nerf_ns.protocol.channel.GradientChannel`.
+"""
+
+from __future__ import annotations
+
+from typing import List, Literal, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.encodings import HashEncoding
+from nerfstudio.field_components.spatial_distortions import SceneContraction
+from nerfstudio.fields.density_fields import HashMLPDensityField
+from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
+from nerfstudio.model_components.scene_colliders import AABBBoxCollider, NearFarCollider
+
+from s2nerf_ns.protocol.cut import density_mlp_dims, linear_stack
+
+
+class ServerField(nn.Module):
+    """Hash grid + the first ``cut_depth`` layers of the density MLP (reference cut: one layer, 64 wide)."""
+
+    def __init__(
+        self,
+        aabb: Float[Tensor, "2 3"],
+        num_levels: int = 16,
+        features_per_level: int = 2,
+        min_res: int = 16,
+        max_res: int = 2048,
+        log2_hashmap_size: int = 19,
+        hidden_dim: int = 64,
+        num_density_layers: int = 2,
+        geo_feat_dim: int = 15,
+        cut_depth: int = 1,
+        unbounded: bool = False,
+        implementation: Literal["tcnn", "torch"] = "torch",
+    ) -> None:
+        super().__init__()
+        self.register_buffer("aabb", aabb.clone().float())
+        self.contraction: Optional[SceneContraction] = SceneContraction(order=float("inf")) if unbounded else None
+        self.encoding = HashEncoding(
+            num_levels=num_levels,
+            min_res=min_res,
+            max_res=max_res,
+            log2_hashmap_size=log2_hashmap_size,
+            features_per_level=features_per_level,
+            implementation=implementation,
+        )
+        dims = density_mlp_dims(self.encoding.get_out_dim(), hidden_dim, num_density_layers, 1 + geo_feat_dim)
+        self.layers = linear_stack(dims[: cut_depth + 1], final_activation=True)
+        self.out_dim = dims[cut_depth]
+
+    def normalize(self, positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 3"]:
+        """World positions -> [0, 1]^3 grid coordinates (box-normalised, or contracted when unbounded)."""
+        if self.contraction is not None:
+            centred = SceneBox.get_normalized_positions(positions, self.aabb) * 2 - 1
+            return (self.contraction(centred) + 2.0) / 4.0
+        return SceneBox.get_normalized_positions(positions, self.aabb).clamp(0.0, 1.0)
+
+    def forward(self, positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs dim"]:
+        x = self.normalize(positions)
+        shape = x.shape[:-1]
+        feats = self.encoding(x.reshape(-1, 3))
+        return self.layers(feats).reshape(*shape, self.out_dim)
+
+
+class ServerPass(NamedTuple):
+    """What the server computes for a batch of rays. Only ``h`` and ``bins`` are sent to the client."""
+
+    ray_samples: RaySamples
+    positions: Float[Tensor, "num_rays num_samples 3"]
+    h: Float[Tensor, "num_rays num_samples dim"]
+    bins: Float[Tensor, "num_rays num_samples_plus_1"]
+    proposal_weights: List[Tensor]
+    proposal_samples: List[RaySamples]
+
+
+class ServerSide(nn.Module):
+    """Everything the server runs: the collider (near/far), the sampler and its proposal networks, the fields.
+
+    Given the client's rays it draws samples and computes their embeddings. It holds nothing of the client.
+    """
+
+    def __init__(self, scene_box: SceneBox, field: ServerField, num_samples: int, near_plane: float,
+                 far_plane: float, unbounded: bool, sampler: Literal["uniform", "proposal"] = "uniform",
+                 num_proposal_samples: Sequence[int] = (128,), proposal_update_every: int = 5,
+                 proposal_warmup: int = 1000, implementation: Literal["tcnn", "torch"] = "torch") -> None:
+        super().__init__()
+        self.field = field
+        self.sampler_kind = sampler
+        if unbounded:
+            self.collider = NearFarCollider(near_plane=near_plane, far_plane=far_plane)
+        else:
+            self.collider = AABBBoxCollider(scene_box, near_plane=near_plane)
+        self.uniform_sampler = UniformSampler(num_samples=num_samples)
+        self.proposal_networks = nn.ModuleList()
+        if sampler == "proposal":
+            contraction = SceneContraction(order=float("inf")) if unbounded else None
+            for _ in num_proposal_samples:
+                self.proposal_networks.append(
+                    HashMLPDensityField(scene_box.aabb, spatial_distortion=contraction, num_levels=5, max_res=128,
+                                        log2_hashmap_size=17, hidden_dim=16, implementation=implementation)
+                )
+            self.proposal_sampler = ProposalNetworkSampler(
+                num_nerf_samples_per_ray=num_samples,
+                num_proposal_samples_per_ray=tuple(num_proposal_samples),
+                num_proposal_network_iterations=len(num_proposal_samples),
+                update_sched=lambda step: np.clip(
+                    np.interp(step, [0, proposal_warmup], [0, proposal_update_every]), 1, proposal_update_every),
+                initial_sampler=UniformSampler(single_jitter=False),
+            )
+
+    def samples(self, ray_bundle: RayBundle) -> Tuple[RaySamples, List[Tensor], List[RaySamples]]:
+        """Draw samples along the client's rays (and, with proposals, the proposal weights and samples)."""
+        if self.sampler_kind == "proposal":
+            density_fns = [net.density_fn for net in self.proposal_networks]
+            return self.proposal_sampler(ray_bundle, density_fns=density_fns)
+        return self.uniform_sampler(ray_bundle), [], []
+
+    def forward(self, ray_bundle: RayBundle) -> ServerPass:
+        """Samples along the rays (already collided), their positions, the embeddings h and the bin edges."""
+        ray_samples, proposal_weights, proposal_samples = self.samples(ray_bundle)
+        positions = ray_samples.frustums.get_positions()
+        h = self.field(positions)
+        bins = torch.cat([ray_samples.frustums.starts[..., 0], ray_samples.frustums.ends[..., -1:, 0]], dim=-1)
+        return ServerPass(ray_samples, positions, h, bins, proposal_weights, proposal_samples)
+
+    def embed(self, origins: Float[Tensor, "R 3"], directions: Float[Tensor, "R 3"]
+              ) -> Tuple[Float[Tensor, "R S D"], Float[Tensor, "R S_plus_1"]]:
+        """h and bins along arbitrary rays (the server can query its own fields anywhere); differentiable
+        w.r.t. the rays, with the near/far bounds detached."""
+        bundle = RayBundle(origins=origins, directions=directions, pixel_area=torch.ones_like(origins[:, :1]),
+                           camera_indices=torch.zeros_like(origins[:, :1], dtype=torch.long))
+        bundle = self.collider(bundle)
+        bundle.nears, bundle.fars = bundle.nears.detach(), bundle.fars.detach()
+        server = self(bundle)
+        return server.h, server.bins.detach()
