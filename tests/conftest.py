@@ -48,3 +48,12 @@ def random_batch(num_rays: int = 32, seed: int = 0):
 @pytest.fixture
 def tiny_model_factory():
     return tiny_model
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """On a shared CPU, intra-op threads only add contention to tiny runs: one thread per module, restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -31,15 +31,20 @@ def test_attacker_constructor_takes_no_client_state():
                       "background_color", "max_steps"}
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(scope="module")
 def sma_run(tmp_path_factory):
     config = tiny_config("splitnerf-sma", tmp_path_factory.mktemp("sma"), steps=40)
     return train(config)
 
 
-def test_attacker_cannot_reach_client_state(sma_run):
+@pytest.mark.parametrize("which", ["attacker", "floor_attacker", "embedding_attack"])
+def test_attacker_cannot_reach_client_state(sma_run, which):
+    """The attacker, the lambda_g = 0 floor surrogate and the embedding attack hold nothing of the client."""
     pipeline = sma_run.pipeline
-    attacker = pipeline.attacker
+    attacker = getattr(pipeline, which)
     objects = reachable(attacker)
     ids = {id(o) for o in objects}
     client = pipeline.model.client_head
@@ -53,7 +58,8 @@ def test_attacker_cannot_reach_client_state(sma_run):
     # the attacker's parameters are in none of the trainer's optimizer groups
     trained = {id(p) for group in sma_run.optimizers.parameters.values() for p in group}
     assert not any(id(p) in trained for p in attacker.parameters())
-    assert int(attacker.step_count) == 40
+    if which != "embedding_attack":
+        assert int(attacker.step_count) == 40
 
 
 def test_attack_run_writes_dummies_and_summary(sma_run):
@@ -66,7 +72,10 @@ def test_attack_run_writes_dummies_and_summary(sma_run):
 def test_attack_metrics_in_eval(sma_run):
     metrics = sma_run.pipeline.get_average_eval_image_metrics()
     for key in ("psnr", "ssim", "attack_psnr", "attack_ssim", "attack_cipsnr", "attack_lum_ssim",
-                "attack_baseline_psnr", "attack_cipsnr_margin", "attack_lum_ssim_margin"):
+                "attack_baseline_psnr", "attack_cipsnr_margin", "attack_lum_ssim_margin",
+                "attack_cmpsnr", "attack_nmi", "attack_upper_cipsnr", "floor_cmpsnr", "floor_constant_cmpsnr",
+                "floor_surrogate_cmpsnr", "embedding_attack_cmpsnr", "leakage_cmpsnr", "gradient_share_cmpsnr",
+                "attack_private_cmpsnr", "leakage_private_cmpsnr", "private_num_views"):
         assert key in metrics, key
 
 

@@ -17,13 +17,7 @@ from s2nerf_ns.evaluation.leakage import ColourMap, floor_scores, leakage, lumin
 N, S, D = 48, 16, 32  # image side, samples per ray, embedding width
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a shared CPU, intra-op threads only add contention. Restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -68,8 +68,12 @@ def retrieve_pose(
 def refine_pose(
     render: RenderFn, image: Float[Tensor, "H W 3"], init_c2w: Float[Tensor, "3 4"], intrinsics: Sequence[float],
     steps: int = 200, lr: float = 5e-3, rays_per_step: int = 1024, seed: int = 0, colour_invariant: bool = True,
+    jitter: bool = False,
 ) -> Tensor:
-    """iNeRF: optimise a left-multiplied SE(3) correction of ``init_c2w`` on random pixels of the image."""
+    """iNeRF: optimise a left-multiplied SE(3) correction of ``init_c2w`` on random pixels of the image.
+
+    ``jitter``: cast each ray through a uniformly random point of its pixel instead of the pixel centre, so that in
+    expectation the render is averaged over the pixel's area like the photo's pixel (less aliasing bias)."""
     fx, fy, cx, cy = intrinsics
     gen = torch.Generator().manual_seed(seed)
     tangent = torch.zeros(1, 6, device=image.device, requires_grad=True)
@@ -80,7 +84,11 @@ def refine_pose(
         rows = torch.randint(h, (rays_per_step,), generator=gen).to(image.device)
         cols = torch.randint(w, (rays_per_step,), generator=gen).to(image.device)
         c2w = apply_correction(tangent, init_c2w, centre)
-        o, d = pixel_rays(c2w, fx, fy, cx, cy, rows, cols)
+        if jitter:  # pixel_rays adds 0.5: offsets in [-0.5, 0.5) cover the pixel
+            offsets = torch.rand(2, rays_per_step, generator=gen).to(image.device) - 0.5
+            o, d = pixel_rays(c2w, fx, fy, cx, cy, rows + offsets[0], cols + offsets[1])
+        else:
+            o, d = pixel_rays(c2w, fx, fy, cx, cy, rows, cols)
         pred, target = render(o, d), image[rows, cols]
         loss = affine_invariant_mse(pred, target) if colour_invariant else (pred - target).pow(2).mean()
         opt.zero_grad()

@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from s2nerf_ns.attacks.pose import pixel_rays, refine_pose, retrieve_pose
+from s2nerf_ns.attacks.pose_search import PoseSearchConfig, search_pose
 from s2nerf_ns.attacks.surrogate import SurrogateAttacker
 
 EmbedFn = Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]]
@@ -77,14 +78,24 @@ class SceneAidedAttacker(nn.Module):
     # ------------------------------------------------------------------ pose estimation (pixels only)
     def estimate_poses(self, embed: EmbedFn, images: List[Float[Tensor, "H W 3"]],
                        candidates: Float[Tensor, "N 3 4"], next_batch: Callable[[int], LeakBatch],
-                       rounds: int, refine_steps: int, fit_steps: int) -> List[Dict[str, object]]:
-        """Retrieval over the training poses, then rounds of (iNeRF refinement, surrogate fitting)."""
+                       rounds: int, refine_steps: int, fit_steps: int, search: str = "retrieval",
+                       search_config: Optional[PoseSearchConfig] = None) -> List[Dict[str, object]]:
+        """A first estimate (``retrieval`` over the training poses, or the ``global`` search over positions and
+        orientations of :func:`~s2nerf_ns.attacks.pose_search.search_pose`), then rounds of (iNeRF refinement,
+        surrogate fitting)."""
         render = lambda o, d: self.render(embed, o, d)  # noqa: E731
         report = []
         for i, image in enumerate(images):
+            if search == "global":
+                result = search_pose(render, image, self.intrinsics[i], candidates, search_config, seed=i)
+                self.leak_c2w[i] = result.c2w.to(self.leak_c2w.device)
+                report.append({"leaked": i, "search": "global", "search_loss": float(result.loss),
+                               "after_retrieval_c2w": result.c2w.tolist()})
+                continue
             best, _ = retrieve_pose(render, image, candidates, self.intrinsics[i])
             self.leak_c2w[i] = candidates[best]
-            report.append({"leaked": i, "retrieved_training_view": best, "after_retrieval_c2w": candidates[best].tolist()})
+            report.append({"leaked": i, "search": "retrieval", "retrieved_training_view": best,
+                           "after_retrieval_c2w": candidates[best].tolist()})
         self.pose_ready.fill_(True)
         for round_index in range(rounds):
             for i, image in enumerate(images):

@@ -28,9 +28,10 @@ from torch import Tensor, nn
 
 from nerfstudio.configs.base_config import InstantiateConfig
 
+from s2nerf_ns.attacks import adaptive as known
 from s2nerf_ns.protocol.channel import ServerView
 from s2nerf_ns.protocol.client import ClientHead
-from s2nerf_ns.protocol.rendering import BackgroundColor, VolumeRenderer
+from s2nerf_ns.protocol.rendering import BackgroundColor, VolumeRenderer, samples_from_bins
 
 
 @dataclass
@@ -68,6 +69,17 @@ class SurrogateAttackConfig(InstantiateConfig):
     """Rays kept (float16, random subset of each step) for replay."""
     seed: int = 1234
     """The attacker's own seed (surrogate initialisation, replay sampling)."""
+    adaptive: bool = False
+    """Know the defense (its public configuration, which the channel hands over with every step): weight each step's
+    gradient matching by its expected signal fraction, replace the solve momentum by a precision-weighted average
+    of the observations of a pixel (a per-pixel Kalman filter: each implied pixel weighted by the inverse of its
+    known noise variance), and ignore the entries that partial noise fills (where h is 0)."""
+    adaptive_model_variance: float = 1e-3
+    """adaptive: variance (pixel units^2) of the surrogate's own read-out error, added to the defense's noise
+    variance of every observation (keeps clean steps from getting infinite weight)."""
+    adaptive_drift_variance: float = 1e-3
+    """adaptive: variance (pixel units^2) added to a pixel's estimate between observations, because the surrogate
+    that reads it keeps changing: old observations fade (with no defense noise this is close to the momentum)."""
 
     def __post_init__(self) -> None:
         if self.preset == "paper":
@@ -80,6 +92,8 @@ class SurrogateAttackConfig(InstantiateConfig):
             raise ValueError("attacker_steps_per_victim_step must be >= 1 and replay_steps >= 0")
         if not 0 <= self.solve_momentum < 1:
             raise ValueError(f"solve_momentum must be in [0, 1), got {self.solve_momentum}")
+        if not (self.adaptive_model_variance > 0 and self.adaptive_drift_variance >= 0):
+            raise ValueError("adaptive_model_variance must be > 0 and adaptive_drift_variance >= 0")
 
 
 class SurrogateAttacker(nn.Module):
@@ -115,6 +129,10 @@ class SurrogateAttacker(nn.Module):
             init = torch.rand((num_images, image_height, image_width, 3), generator=gen)
         self.dummy = nn.Parameter(init)
         self.register_buffer("seen", torch.zeros(num_images, image_height, image_width, dtype=torch.bool))
+        if config.adaptive:  # variance of each dummy pixel's estimate (unseen: huge)
+            self.register_buffer("variance", torch.full((num_images, image_height, image_width), 1e12))
+            self.register_buffer("estimate", init.clone())  # unclamped running estimate (averaging clamped reads biases)
+        self._public: Dict[str, object] = {}
         self.register_buffer("rho", torch.tensor(1.0))
         self.register_buffer("step_count", torch.tensor(0, dtype=torch.long))
         self._rho_sum, self._rho_n = 0.0, 0
@@ -148,6 +166,7 @@ class SurrogateAttacker(nn.Module):
     def observe(self, view: ServerView) -> None:
         """Called by the gradient channel with what the server saw in one training step."""
         batch = self._as_batch(view)
+        self._public = dict(view.defense)
         self._remember(batch)
         self.attack_step(batch)
         for _ in range(self.config.attacker_steps_per_victim_step - 1):
@@ -157,7 +176,8 @@ class SurrogateAttacker(nn.Module):
     @staticmethod
     def _as_batch(view: ServerView) -> Dict[str, Tensor]:
         return {"h": view.h, "grad": view.grad, "origins": view.origins, "directions": view.directions,
-                "bins": view.bins, "ray_indices": view.ray_indices}
+                "bins": view.bins, "ray_indices": view.ray_indices,
+                "victim_step": torch.full((len(view.h),), int(view.step), dtype=torch.long, device=view.h.device)}
 
     def _remember(self, batch: Dict[str, Tensor]) -> None:
         if self.config.replay_buffer_rays <= 0 or (self.config.replay_steps == 0
@@ -210,21 +230,31 @@ class SurrogateAttacker(nn.Module):
         g = batch["grad"].float()
         n_rays = float(batch["grad_scale"]) if "grad_scale" in batch else float(len(h))
         cam, row, col = batch["ray_indices"].long().unbind(-1)
+        public = self._public if cfg.adaptive else {}
+        victim_step = int(batch["victim_step"][0]) if "victim_step" in batch else t
+        mask = known.entry_mask(public, h.detach())
+        if mask is not None:
+            g = g * mask
         with torch.enable_grad():
             rgb = self.render_rays(h, batch["origins"], batch["directions"], batch["bins"])
             if cfg.dummy_update == "solve" and cfg.lambda_g > 0:
                 with torch.no_grad():
-                    implied = self.implied_pixels(h, g, batch, n_rays)
-                    old, seen = self.dummy.data[cam, row, col], self.seen[cam, row, col, None]
-                    m = cfg.solve_momentum
-                    self.dummy.data[cam, row, col] = torch.where(seen, m * old + (1 - m) * implied, implied)
+                    if cfg.adaptive:
+                        self._precision_update(h, g, batch, n_rays, mask, public, victim_step)
+                    else:
+                        implied = self.implied_pixels(h, g, batch, n_rays)
+                        old, seen = self.dummy.data[cam, row, col], self.seen[cam, row, col, None]
+                        m = cfg.solve_momentum
+                        self.dummy.data[cam, row, col] = torch.where(seen, m * old + (1 - m) * implied, implied)
                     self.seen[cam, row, col] = True
             target = self.dummy[cam, row, col]
             # The victim's loss: MSE averaged over the victim's batch (so gradients share its scale).
             l_dummy = (rgb - target).pow(2).sum() / (3 * n_rays)
             if cfg.lambda_g > 0:
                 g_dummy = torch.autograd.grad(l_dummy, h, create_graph=True)[0]
-                l_g = self.gradient_distance(g_dummy, g)
+                l_g = self.gradient_distance(g_dummy if mask is None else g_dummy * mask, g)
+                if cfg.adaptive:  # a noisy step's gradient counts as much as the signal it holds
+                    l_g = l_g * known.relative_gradient_weight(public, victim_step, g.shape[-1])
             else:
                 l_g = torch.zeros((), device=device)
             if cfg.gradient_distance == "mse" and cfg.lambda_g > 0 and self._rho_n < cfg.rho_steps:
@@ -242,8 +272,30 @@ class SurrogateAttacker(nn.Module):
         self.last_stats = {"L_g": float(l_g.detach()), "L_dummy": float(l_dummy.detach()), "rho": float(rho)}
         return self.last_stats
 
-    def implied_pixels(self, h: Tensor, g: Tensor, batch: Dict[str, Tensor], n_rays: float) -> Tensor:
-        """Per-ray least squares: the colour residual e with J^T e ~ g, and the pixel rgb' - e * 3N / 2."""
+    def _precision_update(self, h: Tensor, g: Tensor, batch: Dict[str, Tensor], n_rays: float, mask: Optional[Tensor],
+                          public: Dict[str, object], victim_step: int) -> None:
+        """adaptive solve, a per-pixel Kalman filter: an implied pixel's variance is the defense's noise mapped
+        through (J J^T)^-1 J (sigma^2 tr((J J^T)^-1) / 3 per channel, times (3N/2)^2), plus target-side noise
+        (residual, label) and the surrogate's own error; the estimate's variance grows by the drift between
+        observations. Gain K = P / (P + var): a precision-weighted average of the observations."""
+        cfg = self.config
+        cam, row, col = batch["ray_indices"].long().unbind(-1)
+        implied, trace_inv = self.implied_pixels(h, g, batch, n_rays, mask=mask, with_trace=True, clamp=False)
+        sigma2 = known.entry_noise_variance(public, victim_step, g)
+        var = (sigma2 * trace_inv / 3 * (1.5 * n_rays) ** 2 + known.target_noise_variance(public)
+               + cfg.adaptive_model_variance)
+        old = self.estimate[cam, row, col]
+        prior = self.variance[cam, row, col] + cfg.adaptive_drift_variance
+        gain = prior / (prior + var)
+        new = old + gain[:, None] * (implied - old)
+        self.estimate[cam, row, col] = new
+        self.dummy.data[cam, row, col] = new.clamp(0.0, 1.0)
+        self.variance[cam, row, col] = (1 - gain) * prior
+
+    def implied_pixels(self, h: Tensor, g: Tensor, batch: Dict[str, Tensor], n_rays: float,
+                       mask: Optional[Tensor] = None, with_trace: bool = False, clamp: bool = True):
+        """Per-ray least squares: the colour residual e with J^T e ~ g, and the pixel rgb' - e * 3N / 2.
+        ``mask`` drops entries of J (and g) the attacker ignores; ``with_trace`` also returns tr((J J^T)^-1)."""
         with torch.enable_grad():
             hh = h.detach().requires_grad_(True)
             rgb = self.render_rays(hh, batch["origins"], batch["directions"], batch["bins"])
@@ -251,11 +303,18 @@ class SurrogateAttacker(nn.Module):
             for c in range(3):  # J_c = d rgb_c / d h, per ray
                 jac.append(torch.autograd.grad(rgb[:, c].sum(), hh, retain_graph=c < 2)[0].flatten(1))
         J = torch.stack(jac, dim=1)  # [R, 3, S*D]
+        if mask is not None:
+            J = J * mask.flatten(1)[:, None, :]
         gram = J @ J.transpose(1, 2)  # [R, 3, 3]
         rhs = J @ g.flatten(1).unsqueeze(-1)  # [R, 3, 1]
         reg = 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)[:, None, None]
-        e = torch.linalg.solve(gram + reg * torch.eye(3, device=h.device), rhs)[..., 0]  # dL/drgb
-        return (rgb.detach() - e * (3 * n_rays / 2)).clamp(0.0, 1.0)
+        system = gram + reg * torch.eye(3, device=h.device)
+        e = torch.linalg.solve(system, rhs)[..., 0]  # dL/drgb
+        pixels = rgb.detach() - e * (3 * n_rays / 2)
+        pixels = pixels.clamp(0.0, 1.0) if clamp else pixels
+        if with_trace:
+            return pixels, torch.linalg.inv(system).diagonal(dim1=1, dim2=2).sum(-1)
+        return pixels
 
     def fit_leaked(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor, pixels: Tensor,
                    weight: float = 1.0, lr: float = 1e-2) -> float:
@@ -276,7 +335,12 @@ class SurrogateAttacker(nn.Module):
     # ------------------------------------------------------------------ read-out
     def render_rays(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor) -> Float[Tensor, "R 3"]:
         """The surrogate's render of rays from the server's embeddings (differentiable)."""
-        return self.renderer(self.head, h, origins, directions, bins, with_depth=False)["rgb"]
+        head = self.head
+        if head.needs_positions:  # a client-appearance architecture: the surrogate has its own appearance planes
+            positions = samples_from_bins(origins, directions, bins).frustums.get_positions()
+            return self.renderer(lambda hh, dd: self.head(hh, dd, positions), h, origins, directions, bins,
+                                 with_depth=False)["rgb"]
+        return self.renderer(head, h, origins, directions, bins, with_depth=False)["rgb"]
 
     @torch.no_grad()
     def render(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor) -> Tensor:

@@ -23,15 +23,55 @@ class Privacy:
     defenses: Optional[List[str]] = None
     """Defense settings (default: all for cpu/gpu, splitnerf and the paper's s2nerf for smoke)."""
     seed: int = 42
-    """Training seed of every run."""
+    """First training seed (the cells use seed, seed + 1, ...)."""
+    seeds: Optional[int] = None
+    """Seeds per cell (default: 1 for smoke, 2 for cpu, 3 for gpu); tables report mean and sd."""
+    steps: Optional[int] = None
+    """Override the preset's victim steps (recorded in results.json)."""
+    post_training_steps: Optional[int] = None
+    """Override the preset's attacker-only leaked-photo steps after training."""
+    replay_steps: Optional[int] = None
+    """Override the preset's attacker replay steps after training."""
+    seed_list: Optional[List[int]] = None
+    """Run exactly these seeds (e.g. one seed per process, into separate --out folders, then merge)."""
     pose: Literal["known", "estimate"] = "known"
     """Whether the SSMA attacker is told the leaked photo's pose or estimates it."""
 
     def main(self) -> None:
         from s2nerf_ns.bench import privacy
 
-        privacy.run(self.preset, self.out, self.rooms, self.defenses, self.seed, self.pose)
+        privacy.run(self.preset, self.out, self.rooms, self.defenses, self.seed, self.pose, self.seeds, self.steps,
+                    self.seed_list, post_training_steps=self.post_training_steps, replay_steps=self.replay_steps)
         print((self.out / "results.md").read_text())
+
+
+@dataclass
+class Report:
+    """Markdown tables of a privacy results.json; optionally regenerate (or --check) the README's block."""
+
+    results: Path
+    """results.json of s2nerf-bench privacy."""
+    out: Optional[Path] = None
+    """Where to write the tables (default: results.md next to results.json)."""
+    readme: Optional[Path] = None
+    """README whose <!-- results:privacy --> ... <!-- /results --> block is regenerated."""
+    check: bool = False
+    """Only check that the README's block matches (exit 1 if not); writes nothing."""
+
+    def main(self) -> None:
+        from s2nerf_ns.bench import report
+
+        results = report.load(self.results)
+        if self.check:
+            if self.readme is None or not report.readme_matches(self.readme, results):
+                raise SystemExit(f"{self.readme}: results block does not match {self.results}")
+            print(f"{self.readme} matches {self.results}")
+            return
+        text = report.privacy_markdown(results)
+        (self.out or self.results.with_name("results.md")).write_text(text)
+        if self.readme is not None:
+            report.update_readme(self.readme, results)
+        print(text)
 
 
 @dataclass
@@ -53,6 +93,30 @@ class Speed:
 
 
 @dataclass
+class Frontier:
+    """Defense families x knob values (same victim seeds), SMA victims: frontier.json and frontier.png (resumable)."""
+
+    preset: Literal["smoke", "cpu", "gpu"] = "smoke"
+    """smoke (CI: 2 points per family, 3 steps), cpu, gpu (4 points per family)."""
+    out: Path = Path("bench-results/frontier")
+    rooms: List[str] = field(default_factory=lambda: ["office"])
+    families: Optional[List[str]] = None
+    """Families to sweep (default: all; see s2nerf_ns.bench.frontier.FAMILIES)."""
+    seeds: List[int] = field(default_factory=lambda: [42])
+    adaptive: bool = False
+    """Attack with the adaptive attacker (knows the defense's public configuration)."""
+    leakage_key: Optional[str] = None
+    """Eval key on the y axis (default: the first of frontier.LEAKAGE_KEYS every record has)."""
+
+    def main(self) -> None:
+        from s2nerf_ns.bench import frontier
+
+        results = frontier.run(self.preset, self.out, self.rooms, self.families, self.seeds, self.adaptive,
+                               self.leakage_key)
+        print(f"{len(results['records'])} points, leakage key {results['leakage_key']}: {self.out / 'frontier.json'}")
+
+
+@dataclass
 class Figure:
     """PNG of an attack run's eval views: ground truth | victim | attacker | attacker, affine colour fit."""
 
@@ -61,6 +125,13 @@ class Figure:
     out: Path = Path("attack.png")
     num_views: int = 4
     scale: int = 3
+
+    def __post_init__(self) -> None:
+        from s2nerf_ns.errors import InputError
+
+        for flag, value in (("--num-views", self.num_views), ("--scale", self.scale)):
+            if value < 1:
+                raise InputError(f"{flag} {value}: give at least 1")
 
     def main(self) -> None:
         from s2nerf_ns.evaluation.figures import attack_figure
@@ -71,7 +142,9 @@ class Figure:
 def main() -> None:
     command = tyro.cli(Union[Annotated[Privacy, tyro.conf.subcommand("privacy")],
                              Annotated[Speed, tyro.conf.subcommand("speed")],
-                             Annotated[Figure, tyro.conf.subcommand("figure")]])
+                             Annotated[Figure, tyro.conf.subcommand("figure")],
+                             Annotated[Report, tyro.conf.subcommand("report")],
+                             Annotated[Frontier, tyro.conf.subcommand("frontier")]])
     command.main()
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import platform
+import subprocess
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -29,24 +30,64 @@ class Preset:
     log2_hashmap_size: int
     post_training_steps: int
     replay_steps: int
+    seeds: int = 1
+    """Default number of seeds per cell of the privacy benchmark (--seeds)."""
+    ttq_psnr: float = 20.0
+    """Time-to-quality: held-out PSNR (dB) each method must reach."""
+    ttq_max_steps: int = 1000
+    """Time-to-quality: give up after this many steps."""
+    ttq_eval_every: int = 50
+    """Time-to-quality: steps between held-out evaluations (not timed)."""
 
 
 PRESETS: Dict[str, Preset] = {
     # CI: seconds per run, checks the plumbing only.
-    "smoke": Preset(24, 2, 16, 15, 256, 16, 4, 64, 12, 10, 5),
-    # 2-core CPU: about a minute per run.
-    "cpu": Preset(48, 16, 64, 300, 512, 32, 8, 256, 16, 300, 100),
-    # One GPU: the reference model and ray budget.
-    "gpu": Preset(128, 32, 120, 3000, 4096, 64, 16, 2048, 19, 500, 500),
+    "smoke": Preset(24, 2, 16, 15, 256, 16, 4, 64, 12, 10, 5, seeds=1, ttq_psnr=8.0, ttq_max_steps=6, ttq_eval_every=3),
+    # 2-core CPU: a few minutes per run.
+    "cpu": Preset(48, 16, 64, 300, 512, 32, 8, 256, 16, 300, 100, seeds=2, ttq_psnr=20.0, ttq_max_steps=400,
+                  ttq_eval_every=50),
+    # One H100/H200: the reference model (16-level hash grid, 64 samples) at the calibration run's ray budget
+    # (2048 rays, ~2300 steps), 128 px rooms. Sized so that 3 rooms x 3 defenses x 1 seed (--seeds 1) fit in
+    # about 10 minutes; not yet measured on a GPU.
+    "gpu": Preset(128, 16, 120, 2300, 2048, 64, 16, 2048, 19, 300, 200, seeds=3, ttq_psnr=24.0, ttq_max_steps=3000,
+                  ttq_eval_every=100),
 }
 
 
+def package_version(name: str) -> str:
+    """Installed version of a distribution, or "not installed" (never raises)."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def environment() -> Dict[str, str]:
+    """Device, Python and package versions; packages that are missing (e.g. mitsuba) are reported as such."""
     return {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})",
+        "cpu_count": str(__import__("os").cpu_count()),
         "python": platform.python_version(),
-        **{pkg: version(pkg) for pkg in ("torch", "nerfstudio", "mitsuba", "s2nerf-ns")},
+        **{pkg: package_version(pkg) for pkg in ("torch", "nerfstudio", "mitsuba", "s2nerf-ns")},
     }
+
+
+def _git(*args: str, cwd: Optional[Path] = None) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd or Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.rstrip("\n") if out.returncode == 0 else None
+
+
+def provenance() -> Dict[str, object]:
+    """The code that produced a result: git commit of this package's checkout and whether it was dirty
+    (uncommitted changes to tracked files); ``unknown`` outside a git checkout."""
+    commit = (_git("rev-parse", "HEAD") or "").strip()
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit or "unknown", "git_dirty": None if status is None else bool(status),
+            "git_dirty_files": [] if not status else [line[3:] for line in status.splitlines()]}
 
 
 def sized_config(base: TrainerConfig, preset: Preset, scene: str, out_dir: Path, name: str,

@@ -1,9 +1,12 @@
-"""Privacy-utility benchmark: rooms x defenses, SMA and SSMA attackers, victim utility vs leakage.
+"""Privacy-utility benchmark: rooms x defenses x seeds, SMA and SSMA attackers, victim utility vs leakage.
 
 Each cell trains one victim with the scene-aided attack pipeline: at the end of victim training the
 attacker (which has only seen the gradient channel) is scored on the held-out views: that is the SMA
 result. It then receives one leaked photo (known pose) and continues for a few attacker-only steps: that
-is the SSMA result. Both attackers therefore attack exactly the same victim.
+is the SSMA result. Both attackers therefore attack exactly the same victim, and in the same run the floor
+(best constant image, ``lambda_g = 0`` surrogate) and the gradient-free embedding attack are scored on it
+too (see :mod:`s2nerf_ns.integration.attack_pipeline`). Every cell records its full config; the results
+record the git commit, versions and device. ``s2nerf-bench report`` turns them into markdown tables.
 """
 
 from __future__ import annotations
@@ -11,15 +14,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from s2nerf_ns.bench.common import PRESETS, Preset, environment, sized_config
+from s2nerf_ns.bench.common import PRESETS, Preset, environment, provenance, sized_config
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.evaluation.figures import save_image_grid
 from s2nerf_ns.integration.methods import lite_model, method_config
@@ -35,6 +40,15 @@ DEFENSES: Dict[str, dict] = {
     "label-noise std=0.1": dict(defense=DefenseConfig(kind="label-noise", label_noise_std=0.1)),
 }
 SMOKE_DEFENSES = ("splitnerf", "s2nerf c=1.2 r=1e-4")
+GPU_DEFENSES = ("splitnerf", "s2nerf c=1.2 r=1e-4", "s2nerf c=1.2 r=1")
+
+
+def default_defenses(preset_name: str) -> Sequence[str]:
+    return {"smoke": SMOKE_DEFENSES, "gpu": GPU_DEFENSES}.get(preset_name, tuple(DEFENSES))
+
+
+def cell_key(room: str, defense: str, seed: int) -> str:
+    return f"{room}/{defense}/seed{seed}"
 
 
 def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known"):
@@ -58,8 +72,14 @@ def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: in
     return config
 
 
+def _scores(metrics: Dict[str, float], drop_prefixes: Sequence[str] = ()) -> Dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if not k.endswith("_std") and not k.startswith(tuple(drop_prefixes))}
+
+
 def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known") -> dict:
     config = cell_config(room, defense, preset, out_dir, seed, pose)
+    config.timestamp = f"{config.timestamp}_seed{seed}"
     random.seed(seed)  # ns-train seeds in its entry point; in-process runs must do it themselves
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -70,105 +90,149 @@ def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, 
     trainer.train()
     train_seconds = time.perf_counter() - start
     pipeline = trainer.pipeline
-    final = pipeline.get_average_eval_image_metrics()
-    images = pipeline.render_first_eval_view()
-    grid = {"gt": images["gt"], "victim": images["rgb"], "sma": pipeline.sma_phase_image, "ssma": images["attack_rgb"]}
-    np.savez_compressed(trainer.base_dir / "first_eval_view.npz", **{k: v.numpy() for k, v in grid.items()})
     summary = json.loads((trainer.base_dir / "attack" / "attack_summary.json").read_text())
+    final = summary["eval_metrics"]  # what ns-eval reports for this run's checkpoint (the SSMA attacker)
+    sma = summary.get("sma_phase_eval_metrics", {})
+    images = pipeline.render_first_eval_view()
+    grid = {"gt": images["gt"], "victim": images["rgb"], "sma": pipeline.sma_phase_image,
+            "ssma": images["attack_rgb"], "embedding": images["embedding_rgb"], "floor": images["floor_rgb"]}
+    np.savez_compressed(trainer.base_dir / "first_eval_view.npz", **{k: v.numpy() for k, v in grid.items()})
     poses = json.loads((trainer.base_dir / "attack" / "leaked_poses.json").read_text())
+    victim_keys = ("psnr", "ssim", "lpips", "lpips_available")
     return {
         "room": room, "defense": defense, "seed": seed, "steps": preset.steps, "rays_per_step": preset.rays,
         "train_seconds": train_seconds, "run_dir": str(trainer.base_dir),
-        "victim": {k: v for k, v in final.items() if not k.startswith("attack_") and not k.endswith("_std")},
-        "sma": {k[len("attack_"):]: v for k, v in pipeline.sma_phase_metrics.items() if not k.endswith("_std")},
-        "ssma": {k[len("attack_"):]: v for k, v in final.items() if k.startswith("attack_") and not k.endswith("_std")},
+        "config_yaml": yaml.dump(config),  # the full TrainerConfig of this cell, as ns-train writes config.yml
+        "victim": {k: float(final[k]) for k in victim_keys if k in final},
+        "sma": _scores(sma, victim_keys),
+        "ssma": _scores(final, victim_keys),
         "dummies": summary["dummy_metrics"],
+        "colour_maps": summary["colour_maps"],
         "attacker_seconds_per_victim_step": summary["attacker_seconds_per_victim_step"],
+        "evaluator_seconds_per_victim_step": summary.get("evaluator_seconds_per_victim_step"),
         "leaked_pose": poses["pose"], "leaked_pose_errors": poses["views"][0].get("estimated"),
         "leaked_pose_after_retrieval": poses["views"][0].get("after_retrieval"),
     }
 
 
-def write_table(results: dict, path: Path) -> None:
-    head = ("| room | defense | victim PSNR | victim SSIM | SMA ci-PSNR margin | SMA lum-SSIM margin | "
-            "SSMA PSNR | SSMA ci-PSNR margin | SSMA lum-SSIM margin |\n|---|---|---|---|---|---|---|---|---|\n")
-    rows = []
+def summarise(results: dict) -> Dict[str, dict]:
+    """Per room/defense: mean, sample standard deviation, min, max and n over seeds of every scalar score."""
+    from s2nerf_ns.integration.attack_pipeline import derived_leakage
+
+    groups: Dict[str, List[dict]] = {}
     for cell in results["cells"].values():
-        v, a, b = cell["victim"], cell["sma"], cell["ssma"]
-        rows.append(f"| {cell['room']} | {cell['defense']} | {v['psnr']:.2f} | {v['ssim']:.3f} | "
-                    f"{a['cipsnr_margin']:+.2f} dB | {a['lum_ssim_margin']:+.3f} | {b['psnr']:.2f} | "
-                    f"{b['cipsnr_margin']:+.2f} dB | {b['lum_ssim_margin']:+.3f} |")
-    env = results["environment"]
-    path.write_text(f"Preset `{results['preset']}`, leaked pose {results.get('pose', 'known')}, on {env['device']} "
-                    f"(torch {env['torch']}).\n\n" + head +
-                    "\n".join(rows) + "\n")
+        for part, attacks in (("sma", ("attack", "embedding_attack")), ("ssma", ("attack", "embedding_attack"))):
+            if cell.get(part) and "attack_leakage_cmpsnr" not in cell[part]:  # older cells: derive per-attack margins
+                cell[part].update(derived_leakage(cell[part], attacks))
+        groups.setdefault(f"{cell['room']}/{cell['defense']}", []).append(cell)
+    out: Dict[str, dict] = {}
+    for key, cells in groups.items():
+        entry: Dict[str, object] = {"room": cells[0]["room"], "defense": cells[0]["defense"],
+                                    "seeds": sorted(c["seed"] for c in cells)}
+        for part in ("victim", "sma", "ssma", "dummies"):
+            stats = {}
+            for metric in sorted({m for c in cells for m in c.get(part, {})}):
+                vals = [float(c[part][metric]) for c in cells if metric in c.get(part, {})]
+                vals = [v for v in vals if np.isfinite(v)]
+                if not vals:
+                    continue
+                stats[metric] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1
+                                 else 0.0, "min": float(min(vals)), "max": float(max(vals)), "n": len(vals)}
+            entry[part] = stats
+        out[key] = entry
+    return out
+
+
+def write_table(results: dict, path: Path) -> None:
+    from s2nerf_ns.bench.report import privacy_markdown
+
+    path.write_text(privacy_markdown(results))
 
 
 def plot(results: dict, out_dir: Path) -> None:
+    """Victim PSNR against leakage over the floor (scene colour map), mean over seeds with the spread."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    summary = summarise(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, metric, label in ((axes[0], "cipsnr_margin", "attacker colour-invariant PSNR margin (dB)"),
-                              (axes[1], "lum_ssim_margin", "attacker luminance-SSIM margin")):
-        for room in sorted({c["room"] for c in results["cells"].values()}):
+    for ax, metric, label in ((axes[0], "leakage_cmpsnr", "leakage over the floor, cmPSNR (dB)"),
+                              (axes[1], "leakage_cm_lum_ssim", "leakage over the floor, cm lum-SSIM")):
+        for room in sorted({c["room"] for c in summary.values()}):
             for attack, marker in (("sma", "o"), ("ssma", "s")):
-                cells = [c for c in results["cells"].values() if c["room"] == room]
-                cells.sort(key=lambda c: c[attack][metric])
-                xs = [c[attack][metric] for c in cells]
-                ys = [c["victim"]["psnr"] for c in cells]
-                ax.plot(xs, ys, marker=marker, label=f"{room} {attack.upper()}", alpha=0.8)
+                cells = [c for c in summary.values() if c["room"] == room and metric in c[attack]]
+                cells.sort(key=lambda c: c[attack][metric]["mean"])
+                xs = [c[attack][metric]["mean"] for c in cells]
+                xerr = [c[attack][metric]["std"] for c in cells]
+                ys = [c["victim"]["psnr"]["mean"] for c in cells]
+                ax.errorbar(xs, ys, xerr=xerr, marker=marker, label=f"{room} {attack.upper()}", alpha=0.8, capsize=2)
                 for c, x, y in zip(cells, xs, ys):
                     ax.annotate(c["defense"].replace("s2nerf ", ""), (x, y), fontsize=6, alpha=0.7)
         ax.axvline(0.0, color="gray", lw=0.8, ls="--")
         ax.set_xlabel(label)
     axes[0].set_ylabel("victim PSNR (dB)")
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"Privacy-utility, preset {results['preset']}")
+    fig.suptitle(f"Privacy-utility, preset {results['preset']} (mean and sd over seeds)")
     fig.tight_layout()
     fig.savefig(out_dir / "privacy_utility.png", dpi=120)
     plt.close(fig)
 
 
 def image_grids(results: dict, out_dir: Path) -> None:
-    """Per room: rows splitnerf and the paper's s2nerf; columns gt | victim | SMA | SSMA."""
+    """Per room, first seed: rows splitnerf and the paper's s2nerf; columns gt | victim | SMA | SSMA |
+    embedding attack | lambda_g = 0 floor."""
     for room in sorted({c["room"] for c in results["cells"].values()}):
         rows = []
         for defense in ("splitnerf", "s2nerf c=1.2 r=1e-4"):
-            cell = results["cells"].get(f"{room}/{defense}")
-            if cell is None:
+            cells = sorted((c for c in results["cells"].values() if c["room"] == room and c["defense"] == defense),
+                           key=lambda c: c["seed"])
+            if not cells or not (Path(cells[0]["run_dir"]) / "first_eval_view.npz").exists():
                 continue
-            data = np.load(Path(cell["run_dir"]) / "first_eval_view.npz")
-            rows.append(np.concatenate([data[k] for k in ("gt", "victim", "sma", "ssma")], axis=1))
+            data = np.load(Path(cells[0]["run_dir"]) / "first_eval_view.npz")
+            keys = [k for k in ("gt", "victim", "sma", "ssma", "embedding", "floor") if k in data]
+            rows.append(np.concatenate([data[k] for k in keys], axis=1))
         if rows:
             save_image_grid(rows, out_dir / f"grid_{room}.png", scale=max(1, 256 // sum(r.shape[0] for r in rows)))
 
 
 def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses: Optional[Sequence[str]] = None,
-        seed: int = 42, pose: str = "known") -> dict:
+        seed: int = 42, pose: str = "known", seeds: Optional[int] = None, steps: Optional[int] = None,
+        seed_list: Optional[Sequence[int]] = None, **preset_overrides: int) -> dict:
+    """Run (or resume) the benchmark; ``seeds`` runs seeds ``seed, seed + 1, ...`` (default: the preset's;
+    ``seed_list`` names them instead), ``steps`` and ``preset_overrides`` (e.g. ``post_training_steps``,
+    ``replay_steps``) override the preset's values (recorded in the results as ``preset_values``)."""
     preset = PRESETS[preset_name]
-    defenses = list(defenses or (SMOKE_DEFENSES if preset_name == "smoke" else DEFENSES))
+    overrides = {k: v for k, v in dict(preset_overrides, steps=steps).items() if v is not None}
+    if overrides:
+        preset = dataclasses.replace(preset, **overrides)
+    num_seeds = preset.seeds if seeds is None else seeds
+    defenses = list(defenses or default_defenses(preset_name))
     unknown = [d for d in defenses if d not in DEFENSES] + [r for r in rooms if r not in ROOMS]
     if unknown:
         raise SystemExit(f"unknown rooms/defenses {unknown}; defenses: {list(DEFENSES)}; rooms: {list(ROOMS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
-    if results.get("preset") not in (None, preset_name):
-        raise SystemExit(f"{results_path} holds preset {results['preset']!r}; use another --out folder")
-    if results.get("pose") not in (None, pose):
-        raise SystemExit(f"{results_path} holds pose {results['pose']!r}; use another --out folder")
-    results.update(preset=preset_name, pose=pose, preset_values=dataclasses.asdict(preset), environment=environment())
-    todo = [(r, d) for r in rooms for d in defenses if f"{r}/{d}" not in results["cells"]]
+    for name, value in (("preset", preset_name), ("pose", pose), ("preset_values", dataclasses.asdict(preset))):
+        if results.get(name) not in (None, value):
+            raise SystemExit(f"{results_path} holds {name} {results[name]!r}; use another --out folder")
+    results.update(preset=preset_name, pose=pose, preset_values=dataclasses.asdict(preset), environment=environment(),
+                   provenance=provenance(), command=" ".join(sys.argv), torch_threads=torch.get_num_threads())
+    seed_list = list(seed_list) if seed_list else [seed + i for i in range(num_seeds)]
+    # seed-major: an interrupted run has every room and defense at the first seed(s)
+    todo = [(r, d, s) for s in seed_list for r in rooms for d in defenses if cell_key(r, d, s) not in results["cells"]]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("privacy benchmark", total=len(todo))
-        for room, defense in todo:
-            bar.update(task, description=f"{room} / {defense}")
-            results["cells"][f"{room}/{defense}"] = run_cell(room, defense, preset, out_dir / "runs", seed, pose)
+        for room, defense, s in todo:
+            bar.update(task, description=f"{room} / {defense} / seed {s}")
+            results["cells"][cell_key(room, defense, s)] = run_cell(room, defense, preset, out_dir / "runs", s, pose)
+            results["summary"] = summarise(results)
             results_path.write_text(json.dumps(results, indent=2))  # resumable: finished cells are kept
             bar.advance(task)
+    results["summary"] = summarise(results)
+    results_path.write_text(json.dumps(results, indent=2))
     write_table(results, out_dir / "results.md")
     plot(results, out_dir)
     image_grids(results, out_dir)

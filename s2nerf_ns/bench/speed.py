@@ -2,6 +2,14 @@
 nerfstudio's nerfacto and the attack pipelines, on the same room and the same rays per step.
 
 All trainers live in one process and are stepped in alternating rounds, so ratios compare like with like.
+On CUDA every timer start and stop is preceded by ``torch.cuda.synchronize()``; victim and attacker time are
+measured apart (the attack pipelines time their attacker, and the evaluator's floor and embedding attack, with
+their own synchronised timers, and that time is taken out of the victim's). Memory is per method on CUDA
+(peak allocated during its own steps); on the CPU it is the process RSS growth while the method was built
+and stepped first, a rough per-method figure.
+
+Time to quality: wall-clock (training steps only, synchronised; held-out evaluation not counted) for
+``s2nerf``, ``s2nerf-central`` and ``nerfacto`` to reach the preset's held-out PSNR on the same room.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import statistics
 from unittest import mock
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import psutil
 import torch
@@ -20,12 +28,17 @@ import torch
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
-from s2nerf_ns.bench.common import PRESETS, Preset, environment, sized_config
+from s2nerf_ns.bench.common import PRESETS, Preset, environment, provenance, sized_config
 from s2nerf_ns.data.rooms_dataparser import RoomsDataParserConfig
-from s2nerf_ns.evaluation.image_metrics import lpips_weights_path
+from s2nerf_ns.evaluation.image_metrics import lpips_weights_path, psnr
 from s2nerf_ns.integration.methods import method_config
 
 SPLIT_METHODS = ("splitnerf", "s2nerf", "s2nerf-lite", "s2nerf-central", "splitnerf-sma", "splitnerf-ssma")
+TTQ_METHODS = ("s2nerf", "s2nerf-central", "nerfacto")
+
+
+def _rss_mib() -> float:
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def nerfacto_config():
@@ -43,8 +56,10 @@ class Stepper:
 
     def __init__(self, name: str, config) -> None:
         self.name = name
+        rss_before = _rss_mib()
         self.trainer = config.setup(local_rank=0, world_size=1)
         self.trainer.setup()
+        self.build_rss_mib = _rss_mib() - rss_before
         self.step = 0
         self.times: List[float] = []
         self.attack_times: List[float] = []
@@ -59,14 +74,17 @@ class Stepper:
                 torch.cuda.reset_peak_memory_stats()
             for cb in self.trainer.callbacks:
                 cb.run_callback_at_location(self.step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+            if cuda:
+                torch.cuda.synchronize()
             start = time.perf_counter()
             self.trainer.train_iteration(self.step)
             attack_before = getattr(pipeline, "attack_seconds", 0.0)
+            evaluator_before = getattr(pipeline, "evaluator_seconds", 0.0)
             for cb in self.trainer.callbacks:
                 cb.run_callback_at_location(self.step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
             if cuda:
                 torch.cuda.synchronize()
-            total = time.perf_counter() - start
+            total = time.perf_counter() - start - (getattr(pipeline, "evaluator_seconds", 0.0) - evaluator_before)
             attack = getattr(pipeline, "attack_seconds", 0.0) - attack_before
             if record:
                 self.times.append(total - attack)
@@ -79,7 +97,7 @@ class Stepper:
         step = statistics.median(self.times)
         out = {"victim_step_ms": 1000 * step, "rays_per_second": rays / step,
                "peak_memory_mib": max(self.memory), "memory_kind": "cuda max allocated" if torch.cuda.is_available()
-               else "process RSS (all trainers of this benchmark)"}
+               else "process RSS (all trainers of this benchmark)", "build_rss_mib": self.build_rss_mib}
         if any(self.attack_times):
             attack = statistics.median(self.attack_times)
             out.update(attacker_step_ms=1000 * attack, attacker_extra_cost=attack / step)
@@ -90,10 +108,13 @@ def preset_is_smoke(preset: Preset) -> bool:
     return preset == PRESETS["smoke"]
 
 
-def build(name: str, preset: Preset, rays: int, out_dir: Path) -> Stepper:
+def build(name: str, preset: Preset, rays: int, out_dir: Path, suffix: str = "", steps: Optional[int] = None) -> Stepper:
     base = nerfacto_config() if name == "nerfacto" else method_config(name)
     # Timing compares the reference-size models (only the smoke preset shrinks them, to test the plumbing).
-    config = sized_config(base, preset, "office", out_dir, f"speed_{name}_{rays}", shrink_model=preset_is_smoke(preset))
+    config = sized_config(base, preset, "office", out_dir, f"speed_{name}_{rays}{suffix}",
+                          shrink_model=preset_is_smoke(preset))
+    if steps is not None:
+        config.max_num_iterations = steps
     config.pipeline.datamanager.train_num_rays_per_batch = rays
     config.pipeline.datamanager.dataparser.scene = "office"
     if name == "nerfacto" and not lpips_weights_path().exists():
@@ -106,7 +127,8 @@ def build(name: str, preset: Preset, rays: int, out_dir: Path) -> Stepper:
 
 
 def run(preset_name: str, out_dir: Path, methods_to_time: Sequence[str] = SPLIT_METHODS + ("nerfacto",),
-        rounds: int = 3, steps_per_round: int = 5, warmup: int = 3, ray_counts: Sequence[int] = ()) -> dict:
+        rounds: int = 3, steps_per_round: int = 5, warmup: int = 3, ray_counts: Sequence[int] = (),
+        ttq_methods: Sequence[str] = TTQ_METHODS) -> dict:
     preset = PRESETS[preset_name]
     out_dir.mkdir(parents=True, exist_ok=True)
     steppers = [build(m, preset, preset.rays, out_dir / "runs") for m in methods_to_time]
@@ -134,17 +156,27 @@ def run(preset_name: str, out_dir: Path, methods_to_time: Sequence[str] = SPLIT_
         scaling[str(rays)] = {s.name: s.summary(rays)["victim_step_ms"] for s in pair}
     clients = {"s2nerf": client_cost(method_config("s2nerf").pipeline.model),
                "s2nerf-lite": client_cost(method_config("s2nerf-lite").pipeline.model)}
+    ttq = time_to_quality(preset, out_dir / "runs", ttq_methods) if ttq_methods else {}
     results = {"preset": preset_name, "rays_per_step": preset.rays, "environment": environment(),
-               "rounds": rounds, "steps_per_round": steps_per_round, "methods": table, "ray_scaling_ms": scaling,
-               "client_cost_reference_model": clients}
+               "provenance": provenance(), "rounds": rounds, "steps_per_round": steps_per_round, "methods": table,
+               "ray_scaling_ms": scaling, "client_cost_reference_model": clients, "time_to_quality": ttq}
     (out_dir / "speed.json").write_text(json.dumps(results, indent=2))
     lines = [f"Preset `{preset_name}`, {preset.rays} rays/step, {results['environment']['device']}.", "",
-             "| method | step (ms) | rays/s | vs unsplit twin | vs nerfacto | attacker extra cost | peak memory (MiB) |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | step (ms) | rays/s | vs unsplit twin | vs nerfacto | attacker extra cost | peak memory (MiB) | "
+             "memory at build (MiB) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, row in table.items():
         lines.append(f"| {name} | {row['victim_step_ms']:.1f} | {row['rays_per_second']:.0f} | "
                      f"{row.get('vs_unsplit_twin', float('nan')):.2f} | {row.get('vs_nerfacto', float('nan')):.2f} | "
-                     f"{row.get('attacker_extra_cost', 0.0):.2f}x | {row['peak_memory_mib']:.0f} |")
+                     f"{row.get('attacker_extra_cost', 0.0):.2f}x | {row['peak_memory_mib']:.0f} | "
+                     f"{row['build_rss_mib']:.0f} |")
+    if ttq:
+        lines += ["", f"Time to {preset.ttq_psnr:.1f} dB held-out PSNR (training wall-clock, evaluation not counted):",
+                  "", "| method | reached | seconds | steps | last PSNR |", "|---|---|---|---|---|"]
+        for name, row in ttq.items():
+            sec = f"{row['seconds']:.1f}" if row["reached"] else f"> {row['curve'][-1]['seconds']:.1f}"
+            lines.append(f"| {name} | {'yes' if row['reached'] else 'no'} | {sec} | {row['steps'] or '-'} | "
+                         f"{row['final_psnr']:.2f} |")
     lines += ["", "| rays/step | splitnerf (ms) | unsplit twin (ms) |", "|---|---|---|"]
     lines += [f"| {r} | {v['splitnerf']:.1f} | {v['s2nerf-central']:.1f} |" for r, v in scaling.items()]
     lines += ["", "Client share per ray (reference model size, 64 samples/ray):", "",
@@ -155,6 +187,46 @@ def run(preset_name: str, out_dir: Path, methods_to_time: Sequence[str] = SPLIT_
               for name, c in clients.items()]
     (out_dir / "speed.md").write_text("\n".join(lines) + "\n")
     return results
+
+
+@torch.no_grad()
+def heldout_psnr(pipeline) -> float:
+    """Mean PSNR of the model's renders of the held-out views (works for split methods and nerfacto)."""
+    was_training = pipeline.training
+    pipeline.eval()
+    values = []
+    for camera, batch in pipeline.datamanager.fixed_indices_eval_dataloader:
+        outputs = pipeline.model.get_outputs_for_camera(camera)
+        values.append(psnr(outputs["rgb"], batch["image"][..., :3].to(outputs["rgb"].device)))
+    if was_training:
+        pipeline.train()
+    return float(sum(values) / len(values))
+
+
+def time_to_quality(preset: Preset, out_dir: Path, methods: Sequence[str] = TTQ_METHODS) -> Dict[str, dict]:
+    """Training wall-clock for each method to reach ``preset.ttq_psnr`` dB on the held-out views of office.
+
+    Steps are timed with :class:`Stepper` (CUDA-synchronised; the held-out evaluation every
+    ``preset.ttq_eval_every`` steps is not timed); ``reached`` is False when ``ttq_max_steps`` ran out first.
+    Methods run one after another, so on a shared machine their times carry its noise.
+    """
+    out: Dict[str, dict] = {}
+    for name in methods:
+        stepper = build(name, preset, preset.rays, out_dir, suffix="ttq", steps=preset.ttq_max_steps)
+        curve = []
+        reached = None
+        while stepper.step < preset.ttq_max_steps:
+            stepper.advance(min(preset.ttq_eval_every, preset.ttq_max_steps - stepper.step), record=True)
+            value = heldout_psnr(stepper.trainer.pipeline)
+            curve.append({"step": stepper.step, "seconds": float(sum(stepper.times)), "psnr": value})
+            if value >= preset.ttq_psnr:
+                reached = curve[-1]
+                break
+        out[name] = {"threshold_psnr": preset.ttq_psnr, "reached": reached is not None,
+                     "seconds": reached["seconds"] if reached else None, "steps": reached["step"] if reached else None,
+                     "final_psnr": curve[-1]["psnr"] if curve else None, "curve": curve}
+        del stepper
+    return out
 
 
 def client_cost(model_config, num_rays: int = 1024, repeats: int = 5) -> Dict[str, float]:

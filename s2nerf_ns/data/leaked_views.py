@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Tuple, Type
+from typing import Dict, Literal, Optional, Tuple, Type
 
 import torch
 
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 
-from s2nerf_ns.data.rooms_dataparser import RoomsDataParser
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from s2nerf_ns.data.rooms_dataparser import RoomsDataParser, RoomsDataParserConfig
+from s2nerf_ns.errors import InputError
+from s2nerf_ns.scenes.catalog import eval_split_indices
 
 
 @dataclass
@@ -27,7 +31,8 @@ class LeakedViewsDataParserConfig(DataParserConfig):
     victim: Optional[DataParserConfig] = None
     """The victim's dataparser (filled in by the pipeline)."""
     source: Literal["extra", "train"] = "extra"
-    """extra: off-trajectory photos of the room not in the training set (built-in rooms); train: training views."""
+    """extra: off-trajectory photos of the room not in the training set (built-in rooms; with other data, or a
+    room without extra views, the training views are used and a line says so); train: training views."""
     num_leaked: int = 1
     """How many images leaked (k)."""
     indices: Tuple[int, ...] = ()
@@ -38,9 +43,39 @@ class LeakedViewsDataParserConfig(DataParserConfig):
 
     def __post_init__(self) -> None:
         if self.num_leaked < 1:
-            raise ValueError(f"num_leaked must be >= 1, got {self.num_leaked}")
+            raise InputError(f"--pipeline.leaked.num-leaked {self.num_leaked}: at least 1 image must leak")
         if self.indices and len(self.indices) != self.num_leaked:
-            raise ValueError(f"{len(self.indices)} leaked indices given for num_leaked={self.num_leaked}")
+            raise InputError(f"--pipeline.leaked.indices gives {len(self.indices)} index(es) for "
+                             f"--pipeline.leaked.num-leaked {self.num_leaked}: give as many as leak")
+
+    def check_against(self, victim: DataParserConfig, data: Optional[Path] = None) -> None:
+        """Configuration time: for the built-in rooms from the cache, the number of extra and training views is
+        known from the config, so too many leaked images are refused before anything is written. Other data is
+        counted at setup."""
+        if not isinstance(victim, RoomsDataParserConfig):
+            return
+        given = data if data is not None and str(data) not in ("", ".") else victim.data
+        if given is not None and str(given) not in ("", "."):
+            return  # a rendered room folder: its own counts, read at setup
+        num_train = len(eval_split_indices(victim.num_views, victim.eval_interval, "train"))
+        counts = {"extra": victim.num_extra_views, "train": num_train}
+        source = self.source if counts["extra"] > 0 else "train"
+        check_leak_count(self, source, counts)
+
+
+def check_leak_count(cfg: LeakedViewsDataParserConfig, source: str, counts: Dict[str, int]) -> None:
+    """One line naming --pipeline.leaked.num-leaked / --pipeline.leaked.indices and how many views exist."""
+    n = counts[source]
+    what = {"extra": "extra (off-trajectory) views", "train": "training views"}[source]
+    if cfg.num_leaked > n:
+        hint = ""
+        if source == "extra" and counts.get("train", 0) >= cfg.num_leaked:
+            hint = f", or leak training views with --pipeline.leaked.source train ({counts['train']} exist)"
+        raise InputError(f"--pipeline.leaked.num-leaked {cfg.num_leaked}: only {n} {what} exist; "
+                         f"give --pipeline.leaked.num-leaked {n} or fewer{hint}")
+    if cfg.indices and (max(cfg.indices) >= n or min(cfg.indices) < 0):
+        raise InputError(f"--pipeline.leaked.indices {' '.join(map(str, cfg.indices))}: out of range, "
+                         f"{n} {what} exist (indices 0 to {n - 1})")
 
 
 class LeakedViewsDataParser(DataParser):
@@ -51,22 +86,25 @@ class LeakedViewsDataParser(DataParser):
         assert cfg.victim is not None, "LeakedViewsDataParserConfig.victim must be set"
         victim = cfg.victim.setup()
         train = victim.get_dataparser_outputs("train")
+        is_room = isinstance(victim, RoomsDataParser)
+        extra = victim.get_extra_views() if is_room and cfg.source == "extra" else None
+        if cfg.source == "extra" and (extra is None or not extra.image_filenames):
+            why = ("this room was rendered with --num-extra-views 0" if is_room else
+                   "only the built-in s2nerf-rooms have extra views")
+            CONSOLE.log(f"Leaked photos are training views (--pipeline.leaked.source train): {why}.")
+            cfg.source = "train"  # the run's config (and its leak report) says what was used
         if cfg.source == "extra":
-            if not isinstance(victim, RoomsDataParser):
-                raise ValueError("source 'extra' needs the built-in rooms (s2nerf-rooms); use --source train")
-            extra = victim.get_extra_views()
+            assert extra is not None
             filenames, cameras = extra.image_filenames, extra.cameras
         else:
             filenames, cameras = train.image_filenames, train.cameras
-        n = len(filenames)
-        if cfg.num_leaked > n:
-            raise ValueError(f"asked for {cfg.num_leaked} leaked images but only {n} {cfg.source} views exist")
+        counts = {"train": len(train.image_filenames), "extra": len(extra.image_filenames) if extra else 0}
+        check_leak_count(cfg, cfg.source, counts)
         if cfg.indices:
             chosen = list(cfg.indices)
-            if max(chosen) >= n or min(chosen) < 0:
-                raise ValueError(f"leaked indices {chosen} out of range for {n} {cfg.source} views")
         else:
-            chosen = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.num_leaked].tolist()
+            order = torch.randperm(len(filenames), generator=torch.Generator().manual_seed(cfg.seed))
+            chosen = order[: cfg.num_leaked].tolist()
         return DataparserOutputs(
             image_filenames=[filenames[i] for i in chosen],
             cameras=cameras[torch.tensor(chosen)],

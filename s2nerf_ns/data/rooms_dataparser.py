@@ -34,6 +34,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
+from s2nerf_ns.errors import DataSetupError, InputError
 from s2nerf_ns.scenes.catalog import EVAL_INTERVAL, RoomRenderParams, eval_split_indices, validate_eval_interval
 from s2nerf_ns.scenes.render import render_room
 
@@ -64,11 +65,20 @@ class RoomsDataParserConfig(RoomRenderParams, DataParserConfig):
     """Optional (empty: the built-in room from the cache): load an already rendered room folder (transforms.json + s2nerf_room.json) instead of the cache."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # validates the rendering fields
-        validate_eval_interval(self.eval_interval, self.num_views)
+        try:
+            super().__post_init__()  # validates the rendering fields
+            validate_eval_interval(self.eval_interval, self.num_views)
+        except ValueError as e:  # one line naming the flag: "s2nerf-rooms --spp: spp must be ..."
+            words = str(e).split()
+            name = "scene" if str(e).startswith("Unknown scene") else (words[0] if words else "")
+            flag = f"s2nerf-rooms --{name.replace('_', '-')}: " if hasattr(self, name) and name != "data" else ""
+            raise InputError(f"{flag}{e}") from None
         self.cache_dir = Path(self.cache_dir).expanduser()
         if self.data is not None:
             self.data = Path(self.data).expanduser()
+            from s2nerf_ns.data.checks import check_room_data
+
+            check_room_data(self.data)  # a plain nerfstudio folder: one line pointing to nerfstudio-data
 
     # -- cache (render_params() and cache_key() come from RoomRenderParams) --------------------------
     def cache_path(self) -> Path:
@@ -154,7 +164,7 @@ class RoomsDataParser(DataParser):
                 folder = folder.parent
             problem = check_room_folder(folder)
             if problem is not None:
-                raise ValueError(f"--data {folder} is not a valid s2nerf room folder: {problem}")
+                raise DataSetupError(f"--data {folder} is not a valid s2nerf room folder: {problem}")
         else:
             folder = cfg.cache_path()
             if folder.exists() or folder.is_symlink():

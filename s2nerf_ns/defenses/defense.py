@@ -14,9 +14,21 @@ from jaxtyping import Float
 from torch import Tensor
 
 from s2nerf_ns.defenses.config import DefenseConfig
-from s2nerf_ns.defenses.perturbations import IdentityPerturbation, S2NeRFNoise
+from s2nerf_ns.defenses.perturbations import IdentityPerturbation, MaxNormNoise, S2NeRFNoise
+from s2nerf_ns.defenses.residual import ResidualNoise, per_pixel_privacy
 from s2nerf_ns.defenses.schedules import DecaySchedule
 from s2nerf_ns.defenses.targets import IdentityTargets, LabelNoise
+
+
+PRIVACY_SCOPE = {
+    "noisy": "end to end: everything the server receives that depends on pixels is computed from noisy residuals "
+             "(the client head trains on them too). Covers one pixel; a k-pixel region costs up to k x epsilon "
+             "(group privacy), and correlated neighbouring pixels are not protected individually.",
+    "clean": "per release, given the client head: J_r and rgb_r are treated as fixed. The client head trains on "
+             "clean pixels and shapes J_r, which the server observes indirectly; that dependence is not covered. "
+             "Covers one pixel; a k-pixel region costs up to k x epsilon (group privacy).",
+}
+"""What the per-pixel guarantee covers, by ``residual_client``."""
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -44,9 +56,17 @@ class Defense:
                                                                           config.noise_floor),
                                         config.variant, config.partial_noise_scale, config.mix_probability,
                                         config.clip_to_median)
+        elif config.kind == "max-norm":
+            self.gradient = MaxNormNoise(config.max_norm_scale)
         else:
             self.gradient = IdentityPerturbation()
         self.targets = LabelNoise(config.label_noise_std) if config.kind == "label-noise" else IdentityTargets()
+        self.residual = ResidualNoise(config.residual_noise_std) if config.kind == "residual-noise" else None
+        self.releases = 0
+        """Training steps whose pixels were released through the residual-noise mechanism."""
+        self.rays_per_step = 0
+        self.training_pixels: Optional[int] = None
+        """Pixels of the training set (set by the model from the datamanager; needed for the sampling rate)."""
         self.schedule_steps = steps
         self._generators: Dict[str, torch.Generator] = {}
         self._stats: Dict[str, Tensor] = {}
@@ -62,9 +82,13 @@ class Defense:
 
     # ------------------------------------------------------------------ what the channel calls
     def gradient_to_send(
-        self, grad: Float[Tensor, "*batch dim"], h: Float[Tensor, "*batch dim"], step: int
+        self, grad: Float[Tensor, "*batch dim"], h: Float[Tensor, "*batch dim"], step: int,
+        extra: Optional[Tensor] = None,
     ) -> Float[Tensor, "*batch dim"]:
-        """The gradient that crosses to the server at training step ``step``. Never non-finite."""
+        """The gradient that crosses to the server at training step ``step``. Never non-finite.
+
+        ``extra``: residual-noise only, ``J^T n`` (the second VJP of the client head with the residual noise),
+        added to the clean ``J^T e`` so that ``J^T (e + n)`` crosses."""
         finite = torch.isfinite(grad)
         if not bool(finite.all()):
             bad = int((~finite).sum())
@@ -76,6 +100,8 @@ class Defense:
                 )
             grad = torch.where(finite, grad, torch.zeros_like(grad))
         out = self.gradient(grad, h, step, self.generator(grad.device))
+        if extra is not None:
+            out = out + extra.to(out.dtype)
         self._record_stats(grad, out)
         if self.config.nonfinite == "sanitize" and not bool(torch.isfinite(out).all()):
             raise NonFiniteGradientError(
@@ -83,10 +109,47 @@ class Defense:
             )
         return out
 
+    def public(self) -> Dict[str, object]:
+        """The public configuration (plain values) with the schedule length resolved: what a server that knows the
+        protocol knows of this defense (handed to observers with every step)."""
+        out = self.config.public()
+        if "decay_steps" in out:
+            out["decay_steps"] = self.schedule_steps
+        return out
+
     # ------------------------------------------------------------------ what the client's loss calls
     def targets_for_loss(self, rgb: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3"]:
         """The client's target pixels as its loss sees them (label noise perturbs them)."""
+        if self.residual is not None:
+            if self.config.residual_client == "noisy":
+                self._count_release(rgb)
+                return self.residual(rgb, self.generator(rgb.device))
+            return rgb.clamp(0.0, 1.0)
         return self.targets(rgb, self.generator(rgb.device))
+
+    def server_targets(self, rgb: Float[Tensor, "*batch 3"]) -> Optional[Float[Tensor, "*batch 3"]]:
+        """residual-noise with a clean client: the noisy targets whose loss gradient is sent (``J^T (e + n)``);
+        ``None`` for every other defense (the sent gradient is then the client's own, perturbed at the channel)."""
+        if self.residual is None or self.config.residual_client != "clean":
+            return None
+        self._count_release(rgb)
+        return self.residual(rgb, self.generator(rgb.device))
+
+    def _count_release(self, rgb: Tensor) -> None:
+        self.releases += 1
+        self.rays_per_step = max(self.rays_per_step, int(rgb.reshape(-1, rgb.shape[-1]).shape[0]))
+
+    def privacy(self) -> Optional[Dict[str, object]]:
+        """Per-pixel (epsilon, delta) of the residual-noise releases so far (opacus RDP); None for other kinds
+        or before the training-set size is known."""
+        if self.residual is None or not self.training_pixels:
+            return None
+        report = per_pixel_privacy(self.residual.noise_multiplier, max(self.rays_per_step, 1), self.training_pixels,
+                                   self.releases, self.config.dp_delta)
+        report["noise_std_pixels"] = self.config.residual_noise_std
+        report["client_trains_on"] = self.config.residual_client
+        report["scope"] = PRIVACY_SCOPE[self.config.residual_client]
+        return report
 
     # ------------------------------------------------------------------ telemetry (read on logging steps only)
     def _record_stats(self, grad: Tensor, out: Tensor) -> None:
@@ -109,4 +172,6 @@ class Defense:
         s["snr_db"] = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else math.inf
         if self.config.kind == "label-noise":
             s["label_noise_std"] = self.config.label_noise_std
+        if self.residual is not None:
+            s["residual_noise_std"] = self.config.residual_noise_std
         return s

@@ -73,3 +73,30 @@ class S2NeRFNoise:
             noise2 = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
             out = torch.where(~zero & coin, out + sigma.to(grad.dtype) * noise2, out)
         return out
+
+
+class MaxNormNoise:
+    """Max-norm (Li et al., "Label Leakage and Protection in Two-party Split Learning", ICLR 2022), per row.
+
+    The paper perturbs each example's gradient so that no example's norm stands out: example ``j`` gets
+    ``N(0, sigma_j^2 I_d)`` with ``sigma_j^2 = (max_i ||g_i||^2 - ||g_j||^2) / d``, so that every perturbed
+    row has the expected squared norm of the batch's largest, ``E||g_j + n_j||^2 = max_i ||g_i||^2``. Here an
+    example is one sample row of ``dL/dh`` (``d`` = width of ``h``); ``scale`` multiplies every ``sigma_j``
+    (1 = the paper's heuristic). The largest row itself gets no noise. Parameter-free at ``scale = 1``.
+    """
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self.last_sigma: Optional[Tensor] = None
+
+    def sigmas(self, grad: Tensor) -> Tensor:
+        """Per-row std ``scale * sqrt((max ||g_i||^2 - ||g_j||^2) / d)``, shape ``[*batch, 1]``."""
+        sq = grad.double().pow(2).sum(dim=-1, keepdim=True)
+        top = sq.max() if sq.numel() else sq.new_zeros(())
+        return self.scale * ((top - sq).clamp_min(0.0) / grad.shape[-1]).sqrt()
+
+    def __call__(self, grad: Tensor, h: Tensor, step: int, generator: torch.Generator) -> Tensor:
+        sig = self.sigmas(grad)
+        self.last_sigma = sig.pow(2).mean().sqrt() if sig.numel() else sig.new_zeros(())
+        noise = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
+        return grad + sig.to(grad.dtype) * noise

@@ -37,6 +37,18 @@ def save_image_grid(rows: Sequence[ImageRow], out: Path, scale: int = 1) -> Path
 def attack_figure(config_path: Path, out: Path, num_views: int = 4, scale: int = 3) -> Path:
     from nerfstudio.utils.eval_utils import eval_setup  # imports every registered method: not at module import
 
+    from s2nerf_ns.errors import InputError
+
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise InputError(f"--load-config {config_path}: no such file (give the config.yml of an attack run)")
+    import yaml
+
+    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    if getattr(getattr(config, "pipeline", None), "attack", None) is None:
+        raise InputError(f"--load-config {config_path}: this {getattr(config, 'method_name', '')} run has no "
+                         "attacker, so there is no attack figure; give the config.yml of an attack run "
+                         "(splitnerf-sma, s2nerf-sma, splitnerf-ssma, s2nerf-ssma)")
     _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
     rows = []
     for camera, batch in islice(pipeline.datamanager.fixed_indices_eval_dataloader, num_views):

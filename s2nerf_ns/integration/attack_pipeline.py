@@ -2,28 +2,123 @@
 run, a curious-server attacker fed only by the gradient channel's observer interface.
 
 This pipeline is the *evaluator*: it may read the ground truth to score the attacker. The attacker itself
-(:mod:`s2nerf_ns.attacks`) is a separate object that never receives ground truth or client state."""
+(:mod:`s2nerf_ns.attacks`) is a separate object that never receives ground truth or client state.
+
+Next to the attacker, fed the very same :class:`ServerView` of every step, the evaluator runs:
+
+* the **floor** (knows nothing of the scene): the best constant image, and the same surrogate trained with
+  ``lambda_g = 0`` (no gradient information, no labels), rendered as ``floor_rgb``;
+* the **embedding attack** (gradient-free): a PCA of the server's own ``h`` composited along rays,
+  rendered as ``embedding_rgb``.
+
+Every render is scored with :func:`~s2nerf_ns.evaluation.leakage.score_image` under one colour map per
+render, fitted once per scene on a few training views (stored in the checkpoint so ``ns-eval`` uses the same
+map), and on the private-item masks where the dataparser has them. ``leakage_*`` = best attack minus the
+floor; ``gradient_share_*`` = the gradient attack minus the embedding attack.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Type
+from typing import Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
+from PIL import Image
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.utils import writer
 from torch.cuda.amp.grad_scaler import GradScaler
 
+from s2nerf_ns.attacks.embedding import EmbeddingAttack
 from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig, SurrogateAttacker
 from s2nerf_ns.evaluation.figures import save_image_grid
-from s2nerf_ns.evaluation.leakage import leakage_metrics
+from s2nerf_ns.evaluation.leakage import ColourMap, best_of, floor_scores, leakage, leakage_metrics, score_image
 from s2nerf_ns.integration.split_pipeline import SplitPipeline, SplitPipelineConfig
 from s2nerf_ns.protocol.channel import ServerView
+
+RENDERS: Dict[str, str] = {"attack": "attack_rgb", "floor_surrogate": "floor_rgb", "embedding_attack": "embedding_rgb"}
+"""Metric prefix -> server render scored under it."""
+DUMMY_MAPS = ("dummy", "dummy_floor_surrogate")
+"""Colour maps of the dummy images (the attacker's, and the lambda_g = 0 surrogate's)."""
+MAP_NAMES = tuple(RENDERS) + DUMMY_MAPS
+SCORE_KEYS = ("psnr", "ssim", "nmi", "raw_lum_ssim", "cmpsnr", "cm_lum_ssim", "cm_nmi", "upper_cipsnr",
+              "upper_lum_ssim")
+"""The leakage scores (higher = more leaked) compared across attacks and floors."""
+PRIVATE_KEYS = tuple(f"private_{k}" for k in SCORE_KEYS if k != "upper_lum_ssim")
+
+
+def load_masks(dataset) -> Optional[List[Path]]:
+    """The private-item mask files of a nerfstudio dataset, or None when its dataparser has none."""
+    outputs = getattr(dataset, "_dataparser_outputs", None)
+    files = (getattr(outputs, "metadata", None) or {}).get("private_mask_filenames")
+    return list(files) if files else None
+
+
+def read_mask(path: Path, height: int, width: int) -> torch.Tensor:
+    """A boolean H x W private-item mask (255 = private), resized (nearest) to the image when needed."""
+    with Image.open(path) as im:
+        im = im.convert("L")
+        if im.size != (width, height):
+            im = im.resize((width, height), Image.NEAREST)
+        return torch.from_numpy(np.asarray(im) > 127)
+
+
+def aggregate(rows: Sequence[Dict[str, float]]) -> Dict[str, float]:
+    """Mean over images of every key, ignoring NaN; keys with no finite value are omitted (never NaN)."""
+    out: Dict[str, float] = {}
+    for key in {k for r in rows for k in r}:
+        vals = [float(r[key]) for r in rows if key in r and math.isfinite(float(r[key]))]
+        if vals:
+            out[key] = float(np.mean(vals))
+    return out
+
+
+def strip(metrics: Dict[str, float], prefix: str) -> Dict[str, float]:
+    """The leakage scores under ``prefix`` (``prefix_psnr`` -> ``psnr``)."""
+    keys = SCORE_KEYS + PRIVATE_KEYS
+    return {k: metrics[f"{prefix}_{k}"] for k in keys if f"{prefix}_{k}" in metrics}
+
+
+def derived_leakage(metrics: Dict[str, float], attacks: Sequence[str], gradient_attack: str = "attack",
+                    floors: Sequence[str] = ("floor_constant", "floor_surrogate"), out_prefix: str = "") -> Dict[str, float]:
+    """``floor_*`` (best of the floors), ``leakage_*`` (best attack - floor), ``<attack>_leakage_*`` (each
+    attack - floor) and, with an embedding attack, ``gradient_share_*`` (gradient attack - embedding attack),
+    from averaged scores."""
+    p = out_prefix
+    floor = best_of([strip(metrics, f"{p}{f}") for f in floors])
+    best = best_of([strip(metrics, f"{p}{a}") for a in attacks])
+    out = {f"{p}floor_{k}": v for k, v in floor.items()}
+    out.update({f"{p}leakage_{k}": v for k, v in leakage(best, floor).items()})
+    for attack in attacks:  # each attack's own margin over the floor
+        out.update({f"{p}{attack}_leakage_{k}": v for k, v in leakage(strip(metrics, f"{p}{attack}"), floor).items()})
+    if f"{p}embedding_attack" in [f"{p}{a}" for a in attacks]:
+        share = leakage(strip(metrics, f"{p}{gradient_attack}"), strip(metrics, f"{p}embedding_attack"))
+        out.update({f"{p}gradient_share_{k}": v for k, v in share.items()})
+    return out
+
+
+class _TrackedLoader:
+    """Wraps an eval dataloader: tells the pipeline which image is being scored (for its private mask)."""
+
+    def __init__(self, loader, pipeline: "AttackPipeline") -> None:
+        self.loader, self.pipeline = loader, pipeline
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        try:
+            for camera, batch in self.loader:
+                self.pipeline._eval_image_idx = int(batch["image_idx"])
+                yield camera, batch
+        finally:
+            self.pipeline._eval_image_idx = None
 
 
 @dataclass
@@ -34,11 +129,16 @@ class AttackPipelineConfig(SplitPipelineConfig):
     attack: SurrogateAttackConfig = field(default_factory=SurrogateAttackConfig)
     """The attacker's options (``--pipeline.attack.preset paper`` for the literal reference settings)."""
     num_dummies_saved: int = 8
-    """Training images whose dummy reconstruction is saved (next to the ground truth) at the end."""
+    """Training images whose dummy reconstruction is saved (next to the ground truth) and scored at the end."""
+    colour_map_views: int = 4
+    """Training views on which each render's (and the dummies') scene colour map is fitted."""
+    embedding_reservoir: int = 16384
+    """Per-sample embeddings kept for the embedding attack's PCA."""
 
 
 class AttackPipeline(SplitPipeline):
-    """SplitPipeline + attacker + its scoring. The attacker is built without references to the client or images."""
+    """SplitPipeline + attacker + floor + embedding attack + their scoring. The attackers are built without
+    references to the client or images."""
 
     config: AttackPipelineConfig
 
@@ -50,86 +150,226 @@ class AttackPipeline(SplitPipeline):
         victim_steps = model.config.run_steps or 0
         if victim_steps <= 0 and config.attack.lr_decay in ("0.1^(t/T)", "0.001^(t/T)"):
             raise ValueError("the attacker's lr decay needs the run's length: train through the method's trainer")
-        self.attacker: torch.nn.Module = config.attack.setup(
+        attacker_args = dict(
             num_images=len(cameras),
             image_height=int(cameras.height.max()),
             image_width=int(cameras.width.max()),
             head_kwargs=model.client_architecture(),
             background_color=model.config.background_color,
             max_steps=victim_steps * config.attack.attacker_steps_per_victim_step,
-        ).to(self.device)  # a pipeline submodule: saved in checkpoints, in no optimizer group
+        )
+        self.attacker: torch.nn.Module = config.attack.setup(**attacker_args).to(self.device)
+        # a pipeline submodule: saved in checkpoints, in no optimizer group
+        floor_config = copy.deepcopy(config.attack)
+        floor_config.lambda_g = 0.0  # set after construction: the paper preset would reset it in __post_init__
+        self.floor_attacker = SurrogateAttacker(floor_config, **attacker_args).to(self.device)
+        embed_dim = model.client_head.in_dim  # the width of h (public: the server computes h)
+        self.embedding_attack = EmbeddingAttack(embed_dim, sample_reservoir=config.embedding_reservoir,
+                                                seed=config.attack.seed).to(self.device)
+        self.register_buffer("colour_maps", torch.zeros(len(MAP_NAMES), 4, 3, dtype=torch.float64))
+        self.register_buffer("colour_maps_fitted", torch.zeros((), dtype=torch.long))
         model.register_server_render("attack_rgb", lambda *rays: self.surrogate.render(*rays))
+        model.register_server_render("floor_rgb", lambda *rays: self.floor_attacker.render(*rays))
+        model.register_server_render("embedding_rgb", lambda h, *rest: self.embedding_attack.render(h))
         model.register_eval_image_hook(self.score_attack_image)
         self._received: List[ServerView] = []
         model.channel.add_observer(self._received.append)  # what the server keeps of each step
         self.attack_seconds = 0.0
+        self.evaluator_seconds = 0.0  # floor surrogate + embedding attack: measurement, not the attacker's cost
         self.attack_steps = 0
+        self._attackers_changed = False
+        self._eval_image_idx: Optional[int] = None
+        self._private_rows: List[Dict[str, float]] = []
+        self._mask_cache: Dict[Tuple[str, int], Optional[torch.Tensor]] = {}
 
     @property
     def surrogate(self) -> SurrogateAttacker:
         """The surrogate model attacker (the whole attacker here; wrapped by the scene-aided pipeline)."""
         return self.attacker.surrogate if hasattr(self.attacker, "surrogate") else self.attacker  # type: ignore
 
+    # ------------------------------------------------------------------------------------------ masks, maps
+    def private_mask(self, split: str, index: int, height: int, width: int) -> Optional[torch.Tensor]:
+        """EVALUATION: the private-item mask of a train/eval view (None when the dataparser has no masks)."""
+        key = (split, index)
+        if key not in self._mask_cache:
+            dataset = self.datamanager.train_dataset if split == "train" else self.datamanager.eval_dataset
+            files = load_masks(dataset)
+            self._mask_cache[key] = read_mask(files[index], height, width) if files and index < len(files) else None
+        return self._mask_cache[key]
+
+    def colour_map(self, name: str) -> Optional[ColourMap]:
+        if not int(self.colour_maps_fitted):
+            return None
+        return ColourMap(self.colour_maps[MAP_NAMES.index(name)].cpu())
+
+    def colour_map_view_indices(self) -> List[int]:
+        n = len(self.datamanager.train_dataset)
+        k = min(self.config.colour_map_views, n)
+        return sorted(set(np.linspace(0, n - 1, k + 2)[1:-1].round().astype(int).tolist())) or [0]
+
+    @torch.no_grad()
+    def fit_colour_maps(self) -> None:
+        """EVALUATION: one affine colour map per render (and for the dummies), fitted on a few training views'
+        renders against their ground truth, stored in a buffer (so in the checkpoint, for ``ns-eval``)."""
+        dataset = self.datamanager.train_dataset
+        preds: Dict[str, List[torch.Tensor]] = {name: [] for name in MAP_NAMES}
+        gts = []
+        was_training = self.training
+        self.eval()
+        for i in self.colour_map_view_indices():
+            camera = dataset.cameras[i : i + 1].to(self.device)
+            outputs = self.model.get_outputs_for_camera(camera)
+            gt = dataset.get_image_float32(i)[..., :3]
+            gts.append(gt)
+            for prefix, key in RENDERS.items():
+                preds[prefix].append(outputs[key].cpu())
+            h, w = gt.shape[:2]
+            preds["dummy"].append(self.surrogate.dummy[i, :h, :w].detach().cpu())
+            preds["dummy_floor_surrogate"].append(self.floor_attacker.dummy[i, :h, :w].detach().cpu())
+        if was_training:
+            self.train()
+        for j, name in enumerate(MAP_NAMES):
+            self.colour_maps[j] = ColourMap.fit(preds[name], gts).coef.to(self.colour_maps)
+        self.colour_maps_fitted.fill_(1)
+        self._attackers_changed = False
+
+    def ensure_colour_maps(self) -> None:
+        """Fit the scene colour maps unless they are fitted for the attackers' current state."""
+        if not int(self.colour_maps_fitted) or self._attackers_changed:
+            self.fit_colour_maps()
+
+    # ------------------------------------------------------------------------------------------- scoring
     def score_attack_image(self, outputs: Dict[str, torch.Tensor], image: torch.Tensor):
-        """EVALUATION ONLY: the attacker's render of an eval view against its ground truth."""
+        """EVALUATION ONLY: the attacker's, the floor's and the embedding attack's renders of an eval view
+        against its ground truth (private-item scores are collected apart and averaged ignoring NaN)."""
         attack = outputs["attack_rgb"]
         metrics = dict(self.split_model.image_metrics(attack, image, "attack_"))
         metrics.update(leakage_metrics(attack, image, "attack_"))
-        return metrics, {"attack": torch.cat([image, outputs["rgb"], attack], dim=1)}
+        mask = None
+        if self._eval_image_idx is not None:
+            mask = self.private_mask("eval", self._eval_image_idx, image.shape[0], image.shape[1])
+        private: Dict[str, float] = {}
+        for prefix, key in RENDERS.items():
+            scores = score_image(outputs[key], image, self.colour_map(prefix), mask, f"{prefix}_")
+            metrics.update({k: v for k, v in scores.items() if not k.startswith(f"{prefix}_private_")})
+            private.update({k: v for k, v in scores.items() if k.startswith(f"{prefix}_private_")})
+        ident = ColourMap.identity() if int(self.colour_maps_fitted) else None
+        scores = floor_scores(image, ident, mask, "floor_constant_")
+        metrics.update({k: v for k, v in scores.items() if not k.startswith("floor_constant_private_")})
+        private.update({k: v for k, v in scores.items() if k.startswith("floor_constant_private_")})
+        if mask is not None:
+            self._private_rows.append(private)
+        grid = torch.cat([image, outputs["rgb"], attack, outputs["floor_rgb"], outputs["embedding_rgb"]], dim=1)
+        return metrics, {"attack": grid}
 
+    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
+                                       get_std: bool = False):
+        """nerfstudio's averages over the eval views, plus private-item scores (NaN-free), the floor, the
+        leakage over it and the gradient channel's share. This is what ``ns-eval`` reports."""
+        self.ensure_colour_maps()
+        self._private_rows = []
+        loader = _TrackedLoader(self.datamanager.fixed_indices_eval_dataloader, self)
+        metrics = self.get_average_image_metrics(loader, "eval", step, output_path, get_std)
+        private = aggregate(self._private_rows)
+        metrics.update(private)
+        metrics["private_num_views"] = float(len(self._private_rows))
+        metrics.update(derived_leakage(metrics, ("attack", "embedding_attack")))
+        return metrics
+
+    # ------------------------------------------------------------------------------------------ training
     def run_attacker(self, step: int) -> None:
-        """After the victim's step: the attacker processes what the server received."""
+        """After the victim's step: the attacker (then, timed apart, the floor and the embedding attack)
+        processes what the server received."""
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()  # the victim's queued work is not the attacker's
         start = time.perf_counter()
         for view in self._received:
             self.surrogate.observe(view)
-        self._received.clear()
-        if self.device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
-        self.attack_seconds += time.perf_counter() - start
+        middle = time.perf_counter()
+        self.attack_seconds += middle - start
+        for view in self._received:
+            self.floor_attacker.observe(view)
+            self.embedding_attack.observe_view(view)
+        self._received.clear()
+        if cuda:
+            torch.cuda.synchronize()
+        self.evaluator_seconds += time.perf_counter() - middle
         self.attack_steps += 1
+        self._attackers_changed = True
         if step % 50 == 0:
             for key, value in self.surrogate.last_stats.items():
                 writer.put_scalar(name=f"Attack/{key}", scalar=value, step=step)
             writer.put_scalar(name="Attack/seconds_per_step", scalar=self.attack_seconds / self.attack_steps, step=step)
 
     def replay_once(self) -> float:
-        """Attacker-only replay epochs after training (run once); returns the seconds they took."""
+        """Attacker-only replay epochs after training (run once, also for the floor); returns their seconds."""
         if getattr(self, "_replay_seconds", None) is None:
             start = time.perf_counter()
             self.surrogate.run_replay()
             self._replay_seconds = time.perf_counter() - start
+            self.floor_attacker.run_replay()
+            self._attackers_changed = True
         return self._replay_seconds
 
     def finish_attack(self, step: int) -> None:
-        """After training: attacker-only replay steps, then the dummy images are saved and scored."""
+        """After training: attacker-only replay steps; then the scene colour maps are fitted on the final
+        attackers, and the eval scores and the dummy images' scores are written to ``attack_summary.json``."""
         replay_seconds = self.replay_once()
+        self.fit_colour_maps()
         if self.run_dir is None:
             return
         folder = self.run_dir / "attack"
         folder.mkdir(parents=True, exist_ok=True)
+        eval_metrics = self.get_average_eval_image_metrics()
         summary: Dict[str, object] = {
             "attack_config": {k: str(v) for k, v in vars(self.config.attack).items() if not k.startswith("_")},
             "attacker_steps": int(self.surrogate.step_count),
             "attacker_seconds_per_victim_step": self.attack_seconds / max(self.attack_steps, 1),
+            "evaluator_seconds_per_victim_step": self.evaluator_seconds / max(self.attack_steps, 1),
             "replay_seconds": replay_seconds,
+            "colour_maps": {name: self.colour_map(name).to_list() for name in MAP_NAMES},  # type: ignore[union-attr]
+            "colour_map_views": self.colour_map_view_indices(),
+            "eval_metrics": eval_metrics,
             "dummy_metrics": self.score_dummies(folder),
         }
         (folder / "attack_summary.json").write_text(json.dumps(summary, indent=2))
 
     @torch.no_grad()
-    def score_dummies(self, folder: Path) -> Dict[str, float]:
-        """EVALUATION ONLY (not the attacker): compare dummy images with the true training images."""
+    def score_dummies(self, folder: Optional[Path] = None) -> Dict[str, float]:
+        """EVALUATION ONLY (not the attacker): the dummy images (the attacker's copy of the training photos)
+        against the true training images, scored like the renders: scene colour map, floor = the best
+        constant image and the lambda_g = 0 surrogate's dummies, private masks of the training views."""
+        self.ensure_colour_maps()
         dataset = self.datamanager.train_dataset
         n = len(dataset)
         chosen = np.linspace(0, n - 1, min(self.config.num_dummies_saved, n)).round().astype(int)
-        rows, scores = [], []
+        rows, scores, private = [], [], []
+        ident = ColourMap.identity()
         for idx in chosen:
             gt = dataset.get_image_float32(int(idx))[..., :3]
-            dummy = self.surrogate.dummy[int(idx), : gt.shape[0], : gt.shape[1]].detach().cpu()
-            scores.append(leakage_metrics(dummy, gt, "dummy_"))
+            h, w = gt.shape[:2]
+            dummy = self.surrogate.dummy[int(idx), :h, :w].detach().cpu()
+            floor_dummy = self.floor_attacker.dummy[int(idx), :h, :w].detach().cpu()
+            mask = self.private_mask("train", int(idx), h, w)
+            s = dict(leakage_metrics(dummy, gt, "dummy_"))  # legacy keys (per-image fit margins)
+            s.update(score_image(dummy, gt, self.colour_map("dummy"), mask, "dummy_attack_"))
+            s.update(score_image(floor_dummy, gt, self.colour_map("dummy_floor_surrogate"), mask,
+                                 "dummy_floor_surrogate_"))
+            s.update(floor_scores(gt, ident, mask, "dummy_floor_constant_"))
+            scores.append({k: v for k, v in s.items() if "_private_" not in k})
+            if mask is not None:
+                private.append({k: v for k, v in s.items() if "_private_" in k})
             rows.append(torch.cat([gt, dummy], dim=1))
-        save_image_grid(rows, folder / "dummies_gt_vs_dummy.png")
-        return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+        if folder is not None:
+            save_image_grid(rows, folder / "dummies_gt_vs_dummy.png")
+        out = aggregate(scores)
+        out.update(aggregate(private))
+        out["dummy_private_num_views"] = float(len(private))
+        out.update(derived_leakage(out, ("attack",), out_prefix="dummy_"))
+        return out
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(attrs)

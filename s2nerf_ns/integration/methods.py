@@ -4,10 +4,12 @@ splitnerf       undefended split training (the paper's SplitNeRF)
 s2nerf          split training with the S²NeRF gradient-noise defense (c = 1.2, r = 1e-4)
 s2nerf-central  the unsplit twin of the same architecture (for equivalence tests and overhead numbers)
 s2nerf-lite     S²NeRF with the smallest client the protocol allows
+s2nerf-plus     S²NeRF noise, with appearance kept on the client (the server's fields carry density only)
 splitnerf-sma   surrogate model attack on undefended SplitNeRF
 s2nerf-sma      surrogate model attack against S²NeRF
 splitnerf-ssma  scene-aided surrogate model attack (leaked photos) on SplitNeRF
 s2nerf-ssma     scene-aided surrogate model attack against S²NeRF
+splitnerf-remote, s2nerf-remote  the same as splitnerf / s2nerf, the server part in an s2nerf-server process
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from s2nerf_ns.integration.attack_pipeline import AttackPipelineConfig
 from s2nerf_ns.integration.model import SplitNerfModelConfig
 from s2nerf_ns.integration.scene_aided_pipeline import SceneAidedAttackPipelineConfig
 from s2nerf_ns.integration.split_pipeline import SplitPipelineConfig
-from s2nerf_ns.integration.trainer import SplitTrainer
+from s2nerf_ns.integration.trainer import SplitTrainerConfig
 
 MAX_ITERATIONS = 5000
 CUDA = torch.cuda.is_available()
@@ -56,11 +58,11 @@ def optimizer(lr: float = 1e-2, max_steps: int = MAX_ITERATIONS) -> dict:
 def split_trainer(method_name: str, model: SplitNerfModelConfig, pipeline_cls: type = SplitPipelineConfig,
                   pipeline_kwargs: Optional[dict] = None) -> TrainerConfig:
     """A TrainerConfig for a split-NeRF method on the built-in rooms (any nerfstudio dataparser works)."""
-    optimizers = {"server_fields": optimizer(), "client_head": optimizer()}
+    optimizers = {"server_fields": optimizer(), "client_head": optimizer(),
+                  "client_appearance": optimizer()}  # used only with --pipeline.model.client-appearance True
     if model.sampler == "proposal":
         optimizers["server_proposal"] = optimizer()
-    return TrainerConfig(
-        _target=SplitTrainer,
+    return SplitTrainerConfig(  # checks the command line's values when tyro builds it
         method_name=method_name,
         steps_per_eval_batch=500,
         steps_per_eval_image=500,
@@ -111,6 +113,10 @@ METHODS: Dict[str, Tuple[Callable[[], TrainerConfig], str]] = {
                        "Unsplit twin of the split NeRF architecture (no channel), for equivalence and overhead checks."),
     "s2nerf-lite": (lambda: split_trainer("s2nerf-lite", lite_model(defense=paper_defense())),
                     "S²NeRF-lite: minimal client (last density layer + small colour head), S²NeRF defense."),
+    "s2nerf-plus": (lambda: split_trainer("s2nerf-plus", SplitNerfModelConfig(defense=paper_defense(),
+                                                                              client_appearance=True)),
+                    "S²NeRF+: the paper's noise (c=1.2, r=1e-4) plus appearance kept on the client (tri-plane); "
+                    "the server's fields carry density only."),
     "splitnerf-sma": (lambda: split_trainer("splitnerf-sma", SplitNerfModelConfig(), AttackPipelineConfig),
                       "Surrogate model attack by a curious server on undefended SplitNeRF training."),
     "s2nerf-sma": (lambda: split_trainer("s2nerf-sma", SplitNerfModelConfig(defense=paper_defense()),
@@ -122,6 +128,13 @@ METHODS: Dict[str, Tuple[Callable[[], TrainerConfig], str]] = {
     "s2nerf-ssma": (lambda: split_trainer("s2nerf-ssma", SplitNerfModelConfig(defense=paper_defense()),
                                           SceneAidedAttackPipelineConfig, ssma_pipeline()),
                     "Scene-aided surrogate model attack (one leaked photo) against S²NeRF training."),
+    # Two processes (README, "Two machines"): the server part runs in `s2nerf-server` at --pipeline.model.server-address.
+    "splitnerf-remote": (lambda: split_trainer("splitnerf-remote", SplitNerfModelConfig(
+                             server_address="127.0.0.1:50051")),
+                         "SplitNeRF with the server part in a separate s2nerf-server process (gRPC), undefended."),
+    "s2nerf-remote": (lambda: split_trainer("s2nerf-remote", SplitNerfModelConfig(
+                          defense=paper_defense(), server_address="127.0.0.1:50051")),
+                      "S²NeRF with the server part in a separate s2nerf-server process (gRPC), c=1.2, r=1e-4."),
 }
 
 

@@ -11,6 +11,9 @@ With ``split=False`` the same architecture is trained unsplit (the ``s2nerf-cent
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
 
@@ -26,16 +29,16 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.model_components.losses import MSELoss, interlevel_loss
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps, writer
-from torchmetrics.functional import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from s2nerf_ns.defenses import DefenseConfig
-from s2nerf_ns.evaluation.image_metrics import build_lpips
+from s2nerf_ns.evaluation.image_metrics import build_lpips, psnr, ssim
 from s2nerf_ns.protocol.channel import GradientChannel
 from s2nerf_ns.protocol.client import ClientHead
 from s2nerf_ns.protocol.cut import check_cut_depth
-from s2nerf_ns.protocol.rendering import VolumeRenderer
+from s2nerf_ns.protocol.rendering import VolumeRenderer, samples_from_bins
 from s2nerf_ns.protocol.server import ServerField, ServerSide
+from s2nerf_ns.transport.client import RemoteOptions, RemoteServerSide, remote_arch
 
 RAY_INDICES_KEY = "ray_indices"
 """Key under which the pipeline attaches the batch's (camera, row, column) indices to the ray bundle."""
@@ -99,10 +102,23 @@ class SplitNerfModelConfig(ModelConfig):
     """Colour of rays that leave the scene without hitting anything."""
     defense: DefenseConfig = field(default_factory=DefenseConfig)
     """What the client does before pixel-derived data crosses (kind none = SplitNeRF)."""
+    client_appearance: bool = False
+    """Keep appearance on the client: colour comes from the client's own tri-plane at the sample positions (own
+    optimizer group client_appearance); the server's embeddings then feed density only. Combinable with any defense."""
+    client_appearance_resolution: int = 32
+    """client-appearance: tri-plane resolution per axis."""
+    client_appearance_features: int = 4
+    """client-appearance: tri-plane features (summed over the three planes) fed to the colour MLP."""
     run_seed: tyro.conf.Suppress[Optional[int]] = None
     """The run's seed (set by the method's trainer from --machine.seed; seeds the defense's noise)."""
     run_steps: tyro.conf.Suppress[Optional[int]] = None
     """The run's length (set by the method's trainer from --max-num-iterations; the defense's schedule)."""
+    server_address: Optional[str] = None
+    """host:port of an ``s2nerf-server``: the server part then runs in that process (README, "Two machines")."""
+    server_token_file: Optional[Path] = None
+    """File holding the token shared with ``s2nerf-server`` (with --pipeline.model.server-address)."""
+    remote: RemoteOptions = field(default_factory=RemoteOptions)
+    """Two processes: wire options (half precision, sparse h), timeouts and retries."""
     record_transcript: bool = True
     """Record every tensor that crosses the channel."""
     enable_collider: bool = False
@@ -132,21 +148,33 @@ class SplitNerfModel(Model):
         return dict(encoding_dim=self.server.field.encoding.get_out_dim(), hidden_dim=cfg.hidden_dim,
                     num_density_layers=cfg.num_density_layers, geo_feat_dim=cfg.geo_feat_dim,
                     cut_depth=cfg.cut_depth, sh_levels=cfg.sh_levels, color_hidden_dim=cfg.color_hidden_dim,
-                    num_color_layers=cfg.num_color_layers)
+                    num_color_layers=cfg.num_color_layers, **self._appearance_architecture())
+
+    def _appearance_architecture(self) -> Dict[str, float]:
+        cfg = self.config
+        if not cfg.client_appearance:
+            return {}
+        bound = float(self.scene_box.aabb.abs().max()) if not cfg.unbounded else 2.0
+        return dict(appearance_resolution=cfg.client_appearance_resolution,
+                    appearance_features=cfg.client_appearance_features, appearance_bound=bound)
 
     def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
         aabb = self.scene_box.aabb
         # ------------------------------------------------------------------ SERVER
-        field = ServerField(
+        if cfg.server_address:  # two processes: the server part runs in s2nerf-server (s2nerf_ns/transport)
+            self.server = RemoteServerSide(cfg.server_address, cfg.server_token_file,
+                                           remote_arch(cfg, self.scene_box), lambda: self.channel.step, cfg.remote)
+        field = None if cfg.server_address else ServerField(
             aabb, cfg.num_levels, cfg.features_per_level, cfg.min_res, cfg.max_res, cfg.log2_hashmap_size,
             cfg.hidden_dim, cfg.num_density_layers, cfg.geo_feat_dim, cfg.cut_depth, cfg.unbounded,
             cfg.implementation,
         )
-        self.server = ServerSide(self.scene_box, field, cfg.num_samples, cfg.near_plane, cfg.far_plane,
-                                 cfg.unbounded, cfg.sampler, cfg.num_proposal_samples, cfg.proposal_update_every,
-                                 cfg.proposal_warmup, cfg.implementation)
+        if field is not None:
+            self.server = ServerSide(self.scene_box, field, cfg.num_samples, cfg.near_plane, cfg.far_plane,
+                                     cfg.unbounded, cfg.sampler, cfg.num_proposal_samples, cfg.proposal_update_every,
+                                     cfg.proposal_warmup, cfg.implementation)
         self.collider = self.server.collider  # applied by nerfstudio's Model.forward before get_outputs
         # ------------------------------------------------------------------ CHANNEL
         seed = 42 if cfg.run_seed is None else cfg.run_seed  # nerfstudio's default --machine.seed
@@ -159,6 +187,10 @@ class SplitNerfModel(Model):
         self.psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.lpips = build_lpips()
         self.step = 0
+        if cfg.server_address:
+            self.server.hello(self.client_architecture(), num_images=self.num_train_data, run_steps=cfg.run_steps,
+                              background_color=cfg.background_color)
+        self._client_h: Optional[Tensor] = None  # residual-noise: the client's copy of h of this training step
         # ------------------------------------------------------------------ hooks for pipelines
         self.server_renders: Dict[str, ServerRender] = {}
         self.eval_image_hooks: List[EvalImageHook] = []
@@ -173,10 +205,16 @@ class SplitNerfModel(Model):
 
     # ---------------------------------------------------------------------------------------------
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        appearance = self.client_head.appearance
+        app_ids = {id(p) for p in appearance.parameters()} if appearance is not None else set()
         groups = {
             "server_fields": list(self.server.field.parameters()),
-            "client_head": list(self.client_head.parameters()),
+            "client_head": [p for p in self.client_head.parameters() if id(p) not in app_ids],
         }
+        if appearance is not None:
+            groups["client_appearance"] = list(appearance.parameters())
+        if self.config.server_address:
+            groups.pop("server_fields")  # held, and stepped, by s2nerf-server
         if self.config.sampler == "proposal":
             groups["server_proposal"] = list(self.server.proposal_networks.parameters())
         return groups
@@ -195,8 +233,18 @@ class SplitNerfModel(Model):
                     if np.isfinite(value):
                         writer.put_scalar(name=f"Defense/{key}", scalar=value, step=step)
 
+        self._count_training_pixels(attrs)
+
+        def write_privacy(step: int) -> None:
+            report = self.channel.defense.privacy()
+            base_dir = getattr(trainer, "base_dir", None)
+            if report is not None and base_dir is not None:
+                Path(base_dir).mkdir(parents=True, exist_ok=True)
+                (Path(base_dir) / "privacy.json").write_text(json.dumps(report, indent=2))
+
         callbacks = [
             TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], set_step, update_every_num_iters=1),
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], write_privacy),
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], log_defense,
                              update_every_num_iters=log_every),
         ]
@@ -205,10 +253,23 @@ class SplitNerfModel(Model):
                                               self.server.proposal_sampler.step_cb, update_every_num_iters=1))
         return callbacks
 
+    def _count_training_pixels(self, attrs: TrainingCallbackAttributes) -> None:
+        """CLIENT: the size of its own training set (the sampling rate of the residual-noise accounting)."""
+        try:
+            cameras = attrs.pipeline.datamanager.train_dataset.cameras  # type: ignore[union-attr]
+            self.channel.defense.training_pixels = int((cameras.height * cameras.width).sum())
+        except AttributeError:
+            pass
+
     # ---------------------------------------------------------------------------------------------
     def client_render(self, ray_bundle: RayBundle, bins: Tensor, h: Tensor) -> Dict[str, Tensor]:
         """CLIENT: its own rays + received bins and h -> rendered colour, depth, accumulation, weights."""
-        return self.renderer(self.client_head, h, ray_bundle.origins, ray_bundle.directions, bins)
+        head = self.client_head
+        if head.needs_positions:  # client appearance: the client computes its samples' positions itself
+            positions = samples_from_bins(ray_bundle.origins, ray_bundle.directions, bins).frustums.get_positions()
+            return self.renderer(lambda hh, dd: self.client_head(hh, dd, positions), h, ray_bundle.origins,
+                                 ray_bundle.directions, bins)
+        return self.renderer(head, h, ray_bundle.origins, ray_bundle.directions, bins)
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor | List]:
         metadata = dict(ray_bundle.metadata or {})
@@ -220,7 +281,7 @@ class SplitNerfModel(Model):
         if split:
             self.channel.client_sends_rays(ray_indices, ray_bundle.origins, ray_bundle.directions)
         # ============================== SERVER
-        server = self.server(ray_bundle)
+        server = self.server(ray_bundle, ray_indices) if self.config.server_address else self.server(ray_bundle)
         h, bins = server.h, server.bins
         # ============================== SERVER -> CLIENT: h and the sample spacing
         if split:
@@ -230,6 +291,8 @@ class SplitNerfModel(Model):
                        else torch.full((len(ray_bundle), 3), -1, dtype=torch.long, device=h.device)}
             bins_client = self.channel.server_sends("sample_bins", bins)
             h_client = self.channel.server_sends_embeddings(h, context)
+            if self.channel.training and self.channel.defense.residual is not None:
+                self._client_h = h_client  # CLIENT keeps its copy of h for the second VJP (J^T n)
         else:
             bins_client, h_client = bins.detach(), h
         # ============================== CLIENT
@@ -255,12 +318,28 @@ class SplitNerfModel(Model):
         image = batch["image"][..., :3].to(self.device)
         return self.channel.defense.targets_for_loss(image) if self.training else image
 
+    def _client_sends_residual_noise(self, rgb: Tensor, targets: Tensor) -> None:
+        """CLIENT (residual-noise, clean client): the sent gradient is ``J^T (e + n)``. ``e + n`` is the MSE residual
+        of noisy targets, so ``J^T n`` is the VJP of (loss on noisy targets - loss on clean targets) through the
+        client head; the channel adds it to the clean ``J^T e`` it receives. The client's own parameters are
+        updated by the clean loss only."""
+        h, self._client_h = self._client_h, None
+        if h is None or not (self.training and torch.is_grad_enabled()):
+            return
+        noisy = self.channel.defense.server_targets(targets)
+        if noisy is None:
+            return
+        difference = self.rgb_loss(noisy, rgb) - self.rgb_loss(targets, rgb)
+        self.channel.client_adds_to_gradient(torch.autograd.grad(difference, h, retain_graph=True)[0])
+
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         image = batch["image"][..., :3].to(self.device)
         return {"psnr": self.psnr(outputs["rgb"].detach().clamp(0, 1), image)}
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        loss_dict = {"rgb_loss": self.rgb_loss(self.client_targets(batch), outputs["rgb"])}
+        targets = self.client_targets(batch)
+        loss_dict = {"rgb_loss": self.rgb_loss(targets, outputs["rgb"])}
+        self._client_sends_residual_noise(outputs["rgb"], targets)
         if self.training and self.config.sampler == "proposal":
             # SERVER: the proposal networks are trained on the server from the client's (sent) weights.
             loss_dict["interlevel_loss"] = self.config.interlevel_loss_mult * interlevel_loss(
@@ -269,13 +348,9 @@ class SplitNerfModel(Model):
 
     def image_metrics(self, rgb: Tensor, image: Tensor, prefix: str = "") -> Dict[str, float]:
         """PSNR, SSIM and (when available) LPIPS of an [H, W, 3] render against the ground truth."""
-        a = torch.moveaxis(image, -1, 0)[None].clamp(0, 1)
-        b = torch.moveaxis(rgb, -1, 0)[None].clamp(0, 1)
-        out = {
-            f"{prefix}psnr": float(self.psnr(b, a)),
-            f"{prefix}ssim": float(structural_similarity_index_measure(b, a, data_range=1.0)),
-        }
+        out = {f"{prefix}psnr": psnr(rgb, image), f"{prefix}ssim": ssim(rgb, image)}
         if self.lpips is not None:
+            a, b = (torch.moveaxis(t, -1, 0)[None].clamp(0, 1) for t in (image, rgb))
             out[f"{prefix}lpips"] = float(self.lpips.to(a.device)(b, a))
         return out
 
@@ -291,6 +366,10 @@ class SplitNerfModel(Model):
             "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
             "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
         }
+        privacy = self.channel.defense.privacy() if self.config.split else None
+        if privacy is not None:  # residual-noise: the per-pixel guarantee so far (opacus RDP)
+            metrics["dp_epsilon"] = float(privacy["epsilon"])
+            metrics["dp_delta"] = float(privacy["delta"])
         for hook in self.eval_image_hooks:
             extra_metrics, extra_images = hook(outputs, image)
             metrics.update(extra_metrics)

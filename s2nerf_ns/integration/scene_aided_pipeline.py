@@ -21,6 +21,7 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from s2nerf_ns.attacks.pose import pose_errors
 from s2nerf_ns.attacks.scene_aided import LeakBatch, SceneAidedAttacker
 from s2nerf_ns.data.leaked_views import LeakedViewsDataParserConfig
+from s2nerf_ns.errors import data_setup
 from s2nerf_ns.integration.attack_pipeline import AttackPipeline, AttackPipelineConfig
 
 
@@ -46,6 +47,9 @@ class SceneAidedAttackPipelineConfig(AttackPipelineConfig):
     post_training_replay_every: int = 0
     """Interleave one replayed gradient-matching step every N post-training steps (0: never; replayed
     gradient matching also pulls the surrogate towards the gray-ish dummies and was measured to hurt)."""
+    pose_search: Literal["retrieval", "global"] = "retrieval"
+    """estimate: first guess by retrieval over the training poses, or by the global search over positions and
+    orientations (for photos taken off the training trajectory; renders millions of rays: meant for a GPU)."""
     pose_rounds: int = 3
     """estimate: rounds of (refine the pose, then fit the surrogate to the leak at that pose)."""
     pose_refine_steps: int = 150
@@ -65,10 +69,11 @@ class SceneAidedAttackPipeline(AttackPipeline):
                  grad_scaler: Optional[GradScaler] = None):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         config.leaked.victim = config.datamanager.dataparser
-        self.leak_datamanager: VanillaDataManager = VanillaDataManagerConfig(
-            dataparser=config.leaked, train_num_rays_per_batch=config.leak_rays_per_step,
-            eval_num_rays_per_batch=config.leak_rays_per_step,
-        ).setup(device=device, test_mode=test_mode)
+        with data_setup("the leaked photos"):  # a file that cannot be loaded: one line naming it
+            self.leak_datamanager: VanillaDataManager = VanillaDataManagerConfig(
+                dataparser=config.leaked, train_num_rays_per_batch=config.leak_rays_per_step,
+                eval_num_rays_per_batch=config.leak_rays_per_step,
+            ).setup(device=device, test_mode=test_mode)
         cameras = self.leak_datamanager.train_dataset.cameras
         self.true_leak_c2w = cameras.camera_to_worlds.to(self.device)  # EVALUATION: scoring the pose estimate
         intrinsics = [(float(cameras.fx[i]), float(cameras.fy[i]), float(cameras.cx[i]), float(cameras.cy[i]))
@@ -96,6 +101,7 @@ class SceneAidedAttackPipeline(AttackPipeline):
 
     def leak_step(self, step: int) -> None:
         self.scene_attacker.leak_step(self.embed, self.leak_batch(step))
+        self._attackers_changed = True
 
     @torch.no_grad()
     def render_first_eval_view(self) -> Dict[str, Tensor]:
@@ -104,12 +110,15 @@ class SceneAidedAttackPipeline(AttackPipeline):
         camera, batch = next(iter(self.datamanager.fixed_indices_eval_dataloader))
         outputs = self.model.get_outputs_for_camera(camera)
         self.train()
-        return {"gt": batch["image"][..., :3].cpu(), "rgb": outputs["rgb"].cpu(), "attack_rgb": outputs["attack_rgb"].cpu()}
+        return {"gt": batch["image"][..., :3].cpu(), **{k: outputs[k].cpu() for k in
+                                                         ("rgb", "attack_rgb", "floor_rgb", "embedding_rgb")}}
 
     # ------------------------------------------------------------------ phases
     def run_attacker(self, step: int) -> None:
         super().run_attacker(step)
         if self.config.leak_during_training and bool(self.scene_attacker.pose_ready):
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
             start = time.perf_counter()
             self.leak_step(step)
             if self.device.type == "cuda":
@@ -123,7 +132,7 @@ class SceneAidedAttackPipeline(AttackPipeline):
         images = [dataset.get_image_float32(i)[..., :3].to(self.device) for i in range(len(dataset))]
         cfg = self.config
         report = self.scene_attacker.estimate_poses(self.embed, images, candidates, self.leak_batch, cfg.pose_rounds,
-                                                    cfg.pose_refine_steps, cfg.pose_fit_steps)
+                                                    cfg.pose_refine_steps, cfg.pose_fit_steps, search=cfg.pose_search)
         for i, entry in enumerate(report):
             retrieved = torch.tensor(entry.pop("after_retrieval_c2w"), device=self.device)
             entry["after_retrieval"] = pose_errors(retrieved, self.true_leak_c2w[i])
@@ -133,8 +142,8 @@ class SceneAidedAttackPipeline(AttackPipeline):
     def finish_attack(self, step: int) -> None:
         if self.config.report_sma_phase:
             self.replay_once()
-            metrics = self.get_average_eval_image_metrics()
-            self.sma_phase_metrics = {k: v for k, v in metrics.items() if k.startswith("attack_")}
+            metrics = self.get_average_eval_image_metrics()  # fits the colour maps on the SMA-phase attacker
+            self.sma_phase_metrics = dict(metrics)
             self.sma_phase_image = self.render_first_eval_view()["attack_rgb"]
         if self.config.pose == "estimate" and not bool(self.scene_attacker.pose_ready):
             self.estimate_poses()
@@ -147,6 +156,11 @@ class SceneAidedAttackPipeline(AttackPipeline):
         super().finish_attack(step)
         if self.run_dir is not None:
             self.write_leak_report(self.run_dir / "attack")
+            if self.sma_phase_metrics:
+                path = self.run_dir / "attack" / "attack_summary.json"
+                summary = json.loads(path.read_text())
+                summary["sma_phase_eval_metrics"] = self.sma_phase_metrics
+                path.write_text(json.dumps(summary, indent=2))
 
     def write_leak_report(self, folder) -> None:
         """EVALUATION: leaked images, true and attacker poses, pose errors."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Type
+from typing import List, Literal, Optional, Type
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
+from torch.cuda.amp.grad_scaler import GradScaler
 
+from s2nerf_ns.errors import InputError, data_setup
 from s2nerf_ns.integration.model import RAY_INDICES_KEY, SplitNerfModel
 
 
@@ -21,10 +23,26 @@ class SplitPipelineConfig(VanillaPipelineConfig):
     transcript_every: int = 500
     """Write transcript.json / transcript.csv into the run folder every N steps (and at the end)."""
 
+    def __post_init__(self) -> None:
+        datamanager = self.datamanager
+        for name in ("train_num_rays_per_batch", "eval_num_rays_per_batch"):
+            value = getattr(datamanager, name, 1)
+            if isinstance(value, int) and value < 1:
+                raise InputError(f"--pipeline.datamanager.{name.replace('_', '-')} {value}: "
+                                 "give at least 1 ray per batch (the reference uses 4096)")
+        if self.transcript_every < 1:
+            raise InputError(f"--pipeline.transcript-every {self.transcript_every}: give at least 1 step")
+
 
 class SplitPipeline(VanillaPipeline):
     config: SplitPipelineConfig
     run_dir: Optional[Path] = None
+
+    def __init__(self, config: SplitPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
+                 world_size: int = 1, local_rank: int = 0, grad_scaler: Optional[GradScaler] = None):
+        # A folder, transforms.json or image that nerfstudio's dataparser cannot load: one line naming the file.
+        with data_setup("the training data"):
+            super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
 
     @property
     def split_model(self) -> SplitNerfModel:

@@ -9,7 +9,7 @@ and the defended gradient it received — and nothing of the client.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -37,6 +37,8 @@ class ServerView:
     """Embeddings the server computed and sent."""
     grad: Float[Tensor, "num_rays num_samples dim"]
     """The (defended) gradient dL/dh the server received."""
+    defense: Dict[str, object] = field(default_factory=dict)
+    """The defense's public configuration (kind and knobs, plain values; no seed): protocol knowledge."""
 
 
 Observer = Callable[[ServerView], None]
@@ -72,6 +74,12 @@ class GradientChannel:
         self.step = 0
         self.training = False
         """Set by the model: crossings are recorded (and observed) for training steps only, not eval renders."""
+        self.pending_extra: Optional[Tensor] = None
+        """residual-noise: ``J^T n`` computed by the client for this step, added to what crosses (then cleared)."""
+
+    def client_adds_to_gradient(self, extra: Tensor) -> None:
+        """The client's second VJP (``J^T n`` of the residual-noise defense), added to the next gradient sent."""
+        self.pending_extra = extra.detach()
 
     def add_observer(self, observer: Observer) -> None:
         """Register a callable that receives the :class:`ServerView` of every training step."""
@@ -96,10 +104,12 @@ class GradientChannel:
 
     def client_sends_gradient(self, grad_h: Tensor, h: Tensor, context: Dict[str, Tensor]) -> Tensor:
         """Backward crossing: apply the defense, record, notify observers, hand over to the server."""
-        sent = self.defense.gradient_to_send(grad_h, h, self.step)
+        extra, self.pending_extra = self.pending_extra, None
+        sent = self.defense.gradient_to_send(grad_h, h, self.step, **({"extra": extra} if extra is not None else {}))
         self._log("grad_h", CLIENT_TO_SERVER, sent, derived_from_pixels=True)
         if self.observers and self.training:
-            view = ServerView(step=self.step, h=h.detach(), grad=sent.detach(), **context)
+            public = self.defense.public() if hasattr(self.defense, "public") else {}
+            view = ServerView(step=self.step, h=h.detach(), grad=sent.detach(), defense=public, **context)
             for observer in self.observers:
                 observer(view)
         return sent

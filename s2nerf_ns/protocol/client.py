@@ -7,14 +7,14 @@ happen in the model's client section.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from nerfstudio.field_components.activations import trunc_exp
-from nerfstudio.field_components.encodings import SHEncoding
+from nerfstudio.field_components.encodings import SHEncoding, TriplaneEncoding
 
 from s2nerf_ns.protocol.cut import density_mlp_dims, linear_stack
 
@@ -32,23 +32,47 @@ class ClientHead(nn.Module):
         sh_levels: int = 4,
         color_hidden_dim: int = 64,
         num_color_layers: int = 3,
+        appearance_resolution: int = 0,
+        appearance_features: int = 0,
+        appearance_bound: float = 1.0,
     ) -> None:
         super().__init__()
+        self.appearance: Optional[TriplaneEncoding] = None
+        if appearance_resolution > 0 and appearance_features > 0:
+            # Appearance stays on the client: colour comes from the client's own tri-plane at the sample positions
+            # and the direction; the server's embeddings only carry density (geometry).
+            self.appearance = TriplaneEncoding(resolution=appearance_resolution, num_components=appearance_features,
+                                               init_scale=0.1, reduce="sum")
+            geo_feat_dim = 0
+        self.appearance_bound = float(appearance_bound)
         dims = density_mlp_dims(encoding_dim, hidden_dim, num_density_layers, 1 + geo_feat_dim)
         self.in_dim = dims[cut_depth]
         self.density_layers = linear_stack(dims[cut_depth:], final_activation=False)
         self.direction_encoding = SHEncoding(levels=sh_levels, implementation="torch")
-        color_dims = [self.direction_encoding.get_out_dim() + geo_feat_dim] + [color_hidden_dim] * (
+        colour_in = appearance_features if self.appearance is not None else geo_feat_dim
+        color_dims = [self.direction_encoding.get_out_dim() + colour_in] + [color_hidden_dim] * (
             num_color_layers - 1
         ) + [3]
         self.color_mlp = linear_stack(color_dims, final_activation=False)
 
+    @property
+    def needs_positions(self) -> bool:
+        """With a client appearance encoding the head also needs the sample positions (the client has its rays
+        and the sample spacing, so it computes them itself: nothing extra crosses)."""
+        return self.appearance is not None
+
     def forward(
-        self, h: Float[Tensor, "*bs dim"], directions: Float[Tensor, "*bs 3"]
+        self, h: Float[Tensor, "*bs dim"], directions: Float[Tensor, "*bs 3"],
+        positions: Optional[Float[Tensor, "*bs 3"]] = None,
     ) -> Tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs 3"]]:
         raw = self.density_layers(h)
         density = trunc_exp(raw[..., :1])
         geo = raw[..., 1:]
+        if self.appearance is not None:
+            if positions is None:
+                raise ValueError("this client head keeps appearance on the client: it needs the sample positions")
+            x = (positions / self.appearance_bound).clamp(-1.0, 1.0)
+            geo = self.appearance(x.reshape(-1, 3)).reshape(*x.shape[:-1], -1)
         d = self.direction_encoding(directions.reshape(-1, 3)).reshape(*directions.shape[:-1], -1)
         rgb = torch.sigmoid(self.color_mlp(torch.cat([d, geo], dim=-1)))
         return density, rgb

@@ -1,0 +1,282 @@
+"""SERVER SIDE (attacker): global pose search for a leaked photo that may lie far from every training view.
+
+``retrieve_pose`` only compares the leaked photo with renders at the *training* poses, so a photo taken off the
+training trajectory (e.g. looking at a wall no training camera faced) is matched to a wrong view and the iNeRF
+refinement that follows cannot recover. ``search_pose`` instead searches the whole region spanned by the training
+cameras and the whole sphere of viewing directions, coarse to fine:
+
+1. **Coarse (panoramas).** Candidate camera centres fill the bounding box of the training camera centres (enlarged
+   by a margin) plus the centres themselves. At each centre a low-resolution equirectangular panorama is rendered
+   once; the low-resolution view of *every* orientation candidate (a Fibonacci sphere of viewing directions x a few
+   roll angles about the training cameras' mean up-vector) is then resampled from that panorama rather than
+   rendered. Rendering cost is therefore ``positions x panorama pixels`` however many orientations are tried.
+2. **Scoring** is colour-invariant: each render is mapped onto the downsampled photo by its own best affine colour
+   map (3x4 least squares, as ``pose.affine_invariant_mse``); the score is the residual over the photo's variance
+   plus ``gradient_weight * (1 - NCC)`` of the image gradients. Renders are filtered like the downsampled photo
+   (``ImageLevel``), otherwise blur mismatch dominates the low-resolution loss.
+3. **Local search.** The ``top_k`` best mutually distinct coarse candidates are improved by a batched random
+   perturbation search (rotation about the camera centre + translation, per-candidate step sizes shrinking after
+   failures, successive halving of the candidates).
+4. **Coarse-to-fine Gauss-Newton.** The ``pyramid_candidates`` best are optimised together by Levenberg-Marquardt
+   on an image pyramid (finite-difference Jacobians, batched renders), which follows the rotation/translation
+   valleys that random search and first-order iNeRF crawl along.
+5. **Refinement and choice.** The ``num_refine`` best are refined with iNeRF (``pose.refine_pose``, jittered rays)
+   and, among refined and unrefined finalists, the pose with the lowest colour-invariant loss against the photo
+   (at up to ``final_size`` pixels) is returned.
+
+The search never receives the true pose of the photo: it sees only the render function, the photo's pixels, its
+intrinsics and the training camera poses. Pose errors are for the caller to compute (``pose.pose_errors``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
+
+from s2nerf_ns.attacks.pose import RenderFn, refine_pose
+
+from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
+    PoseSearchConfig,
+    PoseSearchResult,
+    fibonacci_sphere,
+    look_rotations,
+    rotation_angle_deg,
+    candidate_positions,
+    downsample,
+    camera_directions,
+    colour_fit,
+    batched_scores,
+    gradient_ncc,
+    render_batched,
+    render_views,
+    blur121,
+    ImageLevel,
+    panorama_frame,
+    panorama_directions,
+    panorama_grid,
+    _distinct,
+    _perturb,
+    fitted_residuals,
+)
+
+@torch.no_grad()
+def pyramid_refine(render: RenderFn, image: Tensor, intrinsics: Sequence[float], init: Tensor,
+                   cfg: PoseSearchConfig, depth_scale: float = 1.0) -> Tuple[Tensor, int]:
+    """Levenberg-Marquardt on an image pyramid for every pose [K,3,4] at once.
+
+    Parameters are a left SE(3) correction (rotation about the camera's own centre + translation, as iNeRF). The
+    residual is the affine-colour-fitted render minus the downsampled photo; its Jacobian is taken by central
+    finite differences (12 extra renders per pose, all batched), so ``render`` need not be differentiable here and
+    the rotation/translation valleys that slow first-order methods are handled by the Gauss-Newton step. Several
+    damping values are tried in one batch and the best one is kept if it lowers the cost. Returns the poses sorted
+    by their cost at the finest level, and the number of rays rendered."""
+    device = image.device
+    current = init.detach().clone()
+    k = len(current)
+    ss = max(1, cfg.supersample)
+    lambdas = torch.tensor(cfg.pyramid_lambdas, device=device)
+    nl = len(lambdas)
+    rays = 0
+
+    def apply(c2w: Tensor, tangent: Tensor) -> Tensor:  # c2w [M,3,4], tangent [M,6]
+        delta = exp_map_SO3xR3(tangent)
+        return torch.cat([delta[:, :, :3] @ c2w[:, :, :3], (c2w[:, :, 3] + delta[:, :, 3])[:, :, None]], dim=2)
+
+    done = set()
+    for size in cfg.pyramid_sizes:
+        # coarse levels are supersampled more: their loss is then as smooth in the pose as the finer levels'
+        level = ImageLevel.make(image, intrinsics, size, max(ss, math.ceil(cfg.pyramid_samples / size)))
+        h, w = level.h, level.w
+        if (h, w) in done:
+            continue
+        done.add((h, w))
+        fx, fy = level.intrinsics[:2]
+        target = level.target
+
+        def residuals(c2w: Tensor) -> Tensor:
+            return fitted_residuals(level.render(render, c2w, cfg.max_rays_per_call), target, cfg.colour_model)
+
+        eps_rot = cfg.fd_pixels / max(fx, fy)
+        eps = torch.tensor([eps_rot * depth_scale] * 3 + [eps_rot] * 3, device=device)
+        steps = torch.cat([torch.diag(eps), -torch.diag(eps)])  # 12 6
+        res = residuals(current)
+        rays += k * level.rays_per_view
+        for _ in range(cfg.pyramid_iters):
+            probes = apply(current.repeat_interleave(12, 0), steps.repeat(k, 1))
+            r_probe = residuals(probes).reshape(k, 12, -1)
+            rays += 12 * k * level.rays_per_view
+            jac = ((r_probe[:, :6] - r_probe[:, 6:]) / (2 * eps[None, :, None])).transpose(1, 2)  # K R 6
+            jtj = jac.transpose(1, 2) @ jac
+            jtr = jac.transpose(1, 2) @ res[:, :, None]
+            diag = torch.diag_embed(jtj.diagonal(dim1=1, dim2=2).clamp_min(1e-12))
+            system = jtj[:, None] + lambdas[None, :, None, None] * diag[:, None]  # K L 6 6
+            delta = -torch.linalg.solve(system, jtr[:, None].expand(-1, nl, -1, -1))[..., 0]  # K L 6
+            trial = apply(current.repeat_interleave(nl, 0), delta.reshape(-1, 6))
+            r_trial = residuals(trial).reshape(k, nl, -1)
+            rays += nl * k * level.rays_per_view
+            cost_trial = r_trial.pow(2).sum(-1)
+            best_cost, best = cost_trial.min(dim=1)
+            better = best_cost < res.pow(2).sum(-1)
+            idx = torch.arange(k, device=device)
+            current = torch.where(better[:, None, None], trial.reshape(k, nl, 3, 4)[idx, best], current)
+            res = torch.where(better[:, None], r_trial[idx, best], res)
+        cost = res.pow(2).sum(-1)
+    order = cost.argsort()  # by the cost at the finest level
+    return current[order], rays
+
+
+def final_loss(render: RenderFn, image: Tensor, c2w: Tensor, intrinsics: Sequence[float], cfg: PoseSearchConfig
+               ) -> Tuple[Tensor, int]:
+    """Colour-fit MSE (``colour_fit``) of each pose [C,3,4] against the photo downsampled to ``cfg.final_size`` (full
+    resolution if smaller), renders supersampled and filtered like it; and the rays rendered."""
+    level = ImageLevel.make(image, intrinsics, cfg.final_size, cfg.supersample)
+    losses = []
+    for i in range(0, len(c2w), max(1, cfg.max_rays_per_call // level.rays_per_view)):
+        pred = level.render(render, c2w[i:i + max(1, cfg.max_rays_per_call // level.rays_per_view)],
+                            cfg.max_rays_per_call)
+        losses.append((colour_fit(pred, level.target, cfg.colour_model) - level.target).pow(2).mean(dim=(1, 2)))
+    return torch.cat(losses), len(c2w) * level.rays_per_view
+
+
+def search_pose(
+    render: RenderFn,
+    image: Float[Tensor, "H W 3"],
+    intrinsics: Sequence[float],
+    training_c2w: Float[Tensor, "N 3 4"],
+    config: Optional[PoseSearchConfig] = None,
+    seed: int = 0,
+) -> PoseSearchResult:
+    """Estimate the camera pose of ``image`` (pixels only) without assuming it is near a training view.
+
+    ``render(origins, unit_directions) -> rgb`` may be wrong by an unknown (roughly affine) colour map;
+    ``intrinsics`` = (fx, fy, cx, cy) of ``image``; ``training_c2w`` are the training camera poses the server was
+    sent (they define the search region and the up-vector prior only). The true pose is never an input.
+    """
+    cfg = config or PoseSearchConfig()
+    t_start = time.perf_counter()
+    device = image.device
+    image = image[..., :3].float()
+    training_c2w = training_c2w[:, :3, :4].to(device).float()
+    gen = torch.Generator().manual_seed(seed)
+    chunk = cfg.max_rays_per_call
+    timings: Dict[str, float] = {}
+    rays = 0
+
+    # ---------------------------------------------------------------- coarse: panoramas at grid positions
+    positions, spacing = candidate_positions(training_c2w[:, :, 3], cfg)
+    extent = float((positions.max(0).values - positions.min(0).values).max().clamp_min(1e-6))
+    up = F.normalize(training_c2w[:, :, 1].mean(0), dim=0)
+    rolls = torch.deg2rad(torch.tensor(cfg.roll_deg, dtype=torch.float32, device=device))
+    rotations = look_rotations(fibonacci_sphere(cfg.num_directions).to(device), up, rolls)  # O 3 3
+    small, small_k = downsample(image, intrinsics, cfg.coarse_size)
+    sh, sw = small.shape[:2]
+    target = small.reshape(-1, 3)
+    dirs_cam = camera_directions(small_k, sh, sw, device)
+    frame = panorama_frame(up, training_c2w[:, :, :3])
+    ph, pw = cfg.panorama_size
+    ss = max(1, cfg.panorama_supersample)
+    pano_dirs = panorama_directions(frame, ph * ss, pw * ss)
+    view_dirs = torch.einsum("oij,pj->opi", rotations, dirs_cam)  # O P 3 (same at every position)
+    grid = panorama_grid(view_dirs, frame, ph, pw)[None]  # 1 O P 2
+    coarse = torch.empty(len(positions), len(rotations), device=device)
+    for i, p in enumerate(positions):
+        rgb = render_batched(render, p.expand_as(pano_dirs), pano_dirs, chunk)
+        rays += len(pano_dirs)
+        pano = rgb.reshape(ph * ss, pw * ss, 3).permute(2, 0, 1)[None]
+        if ss > 1:
+            pano = F.avg_pool2d(pano, ss)
+        pano = torch.cat([pano[..., -1:], pano, pano[..., :1]], dim=-1)  # circular in longitude
+        views = F.grid_sample(pano, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]  # 3 O P
+        if (sh, sw) != tuple(image.shape[:2]):  # filtered like the downsampled photo (see ImageLevel)
+            views = blur121(views.reshape(3, -1, sh, sw)).reshape(3, -1, sh * sw)
+        views = views.permute(1, 2, 0)  # O P 3
+        coarse[i] = batched_scores(views, target, sh, sw, cfg.gradient_weight, cfg.colour_model)
+    flat = coarse.reshape(-1)
+    order = flat.argsort()
+    pos_idx, rot_idx = order // len(rotations), order % len(rotations)
+
+    # Non-maximum suppression over the best few thousand only (on the CPU: a sequential, data-dependent loop).
+    head = min(len(order), max(50 * cfg.top_k, 2000))
+    head_c2w = torch.cat([rotations[rot_idx[:head]], positions[pos_idx[:head]][:, :, None]], dim=2)
+    keep = _distinct(head_c2w.cpu(), torch.arange(head), cfg.top_k, cfg.nms_deg, cfg.nms_dist * extent)
+    keep_t = torch.tensor(keep, device=device)
+    coarse_c2w = head_c2w[keep_t]
+    coarse_score = flat[order[:head]][keep_t]
+    timings["coarse"] = time.perf_counter() - t_start
+
+    # ---------------------------------------------------------------- local: batched perturbation search
+    t0 = time.perf_counter()
+    level = ImageLevel.make(image, intrinsics, cfg.local_size, cfg.local_supersample)
+    lh, lw, target = level.h, level.w, level.target
+    current = coarse_c2w.clone()
+    pred = level.render(render, current, chunk)
+    rays += len(current) * level.rays_per_view
+    current_score = batched_scores(pred, target, lh, lw, cfg.gradient_weight, cfg.colour_model)
+    k = len(current)
+    rot_sigma = torch.full((k,), math.radians(cfg.local_rot_deg), device=device)
+    trans_sigma = torch.full((k,), cfg.local_trans * spacing, device=device)
+    alive = torch.arange(k, device=device)
+    halve_every = max(1, cfg.local_iters // max(1, cfg.local_halvings + 1))
+    min_alive = max(1, cfg.pyramid_candidates, cfg.num_refine)
+    for it in range(cfg.local_iters):
+        if it > 0 and it % halve_every == 0 and len(alive) > min_alive:
+            # successive halving: spend the remaining budget on the more promising candidates
+            keep_n = max(min_alive, (len(alive) + 1) // 2)
+            alive = alive[current_score[alive].argsort()[:keep_n]]
+        trial = _perturb(current[alive], rot_sigma[alive], trans_sigma[alive], cfg.local_samples, gen)  # A S 3 4
+        a, s = trial.shape[:2]
+        pred = level.render(render, trial.reshape(-1, 3, 4), chunk)
+        rays += len(pred) * level.rays_per_view
+        scores = batched_scores(pred, target, lh, lw, cfg.gradient_weight, cfg.colour_model).reshape(a, s)
+        best_score, best = scores.min(dim=1)
+        better = best_score < current_score[alive]
+        current[alive] = torch.where(better[:, None, None], trial[torch.arange(a, device=device), best], current[alive])
+        current_score[alive] = torch.where(better, best_score, current_score[alive])
+        # keep the step size after a success, shrink it after a failure
+        shrink = torch.where(better, torch.ones_like(best_score), torch.full_like(best_score, cfg.local_decay))
+        rot_sigma[alive] *= shrink
+        trans_sigma[alive] *= shrink
+    local_order = current_score.argsort()
+    local_c2w, local_score = current[local_order], current_score[local_order]
+    timings["local"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- pyramid: batched Levenberg-Marquardt
+    t0 = time.perf_counter()
+    pyramid_c2w = local_c2w[:cfg.pyramid_candidates]
+    if len(pyramid_c2w) and cfg.pyramid_iters > 0 and cfg.pyramid_sizes:
+        pyramid_c2w, n_rays = pyramid_refine(render, image, intrinsics, pyramid_c2w, cfg, depth_scale=extent)
+        rays += n_rays
+    timings["pyramid"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- refine: iNeRF on the best few
+    t0 = time.perf_counter()
+    starts = pyramid_c2w if len(pyramid_c2w) else local_c2w  # best first
+    refined = []
+    if cfg.refine_steps > 0:
+        for r, start in enumerate(starts[:cfg.num_refine]):
+            with torch.enable_grad():
+                refined.append(refine_pose(render, image, start, intrinsics, steps=cfg.refine_steps,
+                                           lr=cfg.refine_lr, rays_per_step=cfg.refine_rays, seed=seed + r,
+                                           jitter=cfg.refine_jitter).detach())
+            rays += cfg.refine_steps * cfg.refine_rays
+    # refined and unrefined finalists compete: refinement is kept only where it lowers the loss
+    all_c2w = torch.cat([torch.stack(refined), starts]) if refined else starts
+    losses, n_rays = final_loss(render, image, all_c2w, intrinsics, cfg)
+    rays += n_rays
+    final_order = losses.argsort()
+    timings["refine"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    best = int(final_order[0])
+    return PoseSearchResult(
+        c2w=all_c2w[best], loss=float(losses[best]), top_c2w=all_c2w[final_order], top_loss=losses[final_order],
+        coarse_c2w=coarse_c2w, coarse_score=coarse_score, local_c2w=local_c2w, local_score=local_score,
+        pyramid_c2w=pyramid_c2w, num_candidates=int(flat.numel()), rays_rendered=rays,
+        timings=timings)

@@ -1,0 +1,202 @@
+"""Privacy-utility frontier of the defense families: one knob per family, swept on the same victim seeds.
+
+Every point trains one victim with the surrogate-model-attack pipeline (``splitnerf-sma`` with the point's
+defense) and records its utility and whatever leakage scores the run reports (``attack_*``, ``leakage_*``,
+``floor_*``, ``private_*``, ``embedding_attack_*``, ``gradient_share_*`` eval keys; the dummies' scores from
+``attack/attack_summary.json``), plus the per-pixel epsilon where the family has one (``privacy.json``).
+
+``frontier.json``: one record per point; ``frontier.png``: x = victim PSNR lost against the undefended victim
+of the same room and seed, y = leakage (``leakage_key``), the Pareto front (least leakage for a given loss)
+marked and the paper's S²NeRF point (c = 1.2, r = 1e-4) labelled. Resumable: finished points are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from s2nerf_ns.bench.common import PRESETS, Preset, environment, sized_config
+from s2nerf_ns.defenses import DefenseConfig
+from s2nerf_ns.integration.methods import method_config
+
+LEAKAGE_KEYS = ("leakage_cm_lum_ssim", "leakage_lum_ssim", "leakage_ssim", "leakage_cmpsnr", "leakage_psnr",
+                "attack_lum_ssim_margin", "attack_cipsnr_margin")
+"""The y axis: the first of these that every record has (override with ``leakage_key``)."""
+RECORDED_PREFIXES = ("attack_", "leakage_", "floor_", "private_", "embedding_attack_", "gradient_share_", "dp_")
+PAPER_POINT = ("s2nerf", 1.2)
+
+Family = Tuple[str, Sequence[float], Callable[[float], dict]]
+FAMILIES: Dict[str, Family] = {
+    "s2nerf": ("noise_scale c (r = 1e-4)", (0.3, 0.6, 1.2, 2.4),
+               lambda v: dict(defense=DefenseConfig(kind="s2nerf", noise_scale=v, decay_ratio=1e-4))),
+    "s2nerf-floor": ("noise_floor f (c = 1.2, r = 1e-4)", (0.01, 0.03, 0.1, 0.3),
+                     lambda v: dict(defense=DefenseConfig(kind="s2nerf", noise_scale=1.2, decay_ratio=1e-4,
+                                                          noise_floor=v))),
+    "max-norm": ("max_norm_scale k", (0.5, 1.0, 2.0, 4.0),
+                 lambda v: dict(defense=DefenseConfig(kind="max-norm", max_norm_scale=v))),
+    "residual-noise": ("residual_noise_std s (pixels)", (0.05, 0.1, 0.2, 0.4),
+                       lambda v: dict(defense=DefenseConfig(kind="residual-noise", residual_noise_std=v))),
+    "label-noise": ("label_noise_std", (0.05, 0.1, 0.2, 0.4),
+                    lambda v: dict(defense=DefenseConfig(kind="label-noise", label_noise_std=v))),
+    "client-appearance": ("noise_scale c of s2nerf on top (0: none)", (0.0, 0.3, 1.2, 2.4),
+                          lambda v: dict(client_appearance=True,
+                                         defense=DefenseConfig(kind="s2nerf", noise_scale=v, decay_ratio=1e-4)
+                                         if v > 0 else DefenseConfig())),
+}
+SMOKE_POINTS = 2
+FRONTIER_PRESETS: Dict[str, Preset] = {
+    # CI: a couple of seconds per run; plumbing only.
+    "smoke": Preset(24, 2, 16, 3, 128, 8, 4, 64, 12, 0, 0),
+    "cpu": PRESETS["cpu"],
+    "gpu": PRESETS["gpu"],
+}
+
+
+def points(preset: str, families: Sequence[str]) -> List[Tuple[str, float]]:
+    """(family, knob value) of every point; smoke keeps 2 per family (the paper's c = 1.2 among s2nerf's)."""
+    out = []
+    for name in families:
+        values = list(FAMILIES[name][1])
+        if preset == "smoke":
+            values = [values[0], values[2]]
+        out += [(name, v) for v in values]
+    return out
+
+
+def run_point(room: str, family: Optional[str], value: float, preset: Preset, out_dir: Path, seed: int,
+              adaptive: bool) -> dict:
+    """Train one victim (undefended when ``family`` is None) with the SMA pipeline and collect its record."""
+    spec = FAMILIES[family][2](value) if family else dict(defense=DefenseConfig())
+    name = f"{family or 'splitnerf'}_{value:g}_seed{seed}" + ("_adaptive" if adaptive else "")
+    config = sized_config(method_config("splitnerf-sma"), preset, room, out_dir, name)
+    for key, v in spec.items():
+        setattr(config.pipeline.model, key, v)
+    config.machine.seed = seed
+    config.pipeline.attack.adaptive = adaptive
+    config.pipeline.attack.replay_steps = preset.replay_steps
+    config.pipeline.datamanager.dataparser.num_extra_views = 2
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    metrics = trainer.pipeline.get_average_eval_image_metrics()
+    run_dir = Path(trainer.base_dir)
+    summary_path = run_dir / "attack" / "attack_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    privacy_path = run_dir / "privacy.json"
+    privacy = json.loads(privacy_path.read_text()) if privacy_path.exists() else None
+    defense = spec["defense"]
+    record = {
+        "room": room, "family": family or "splitnerf", "knob": FAMILIES[family][0] if family else None,
+        "value": value, "seed": seed, "adaptive_attacker": adaptive,
+        "settings": {**defense.public(), "client_appearance": bool(spec.get("client_appearance", False))},
+        "psnr": float(metrics["psnr"]), "ssim": float(metrics["ssim"]),
+        "leakage": {k: float(v) for k, v in metrics.items() if k.startswith(RECORDED_PREFIXES) and not k.endswith("_std")},
+        "dummies": {k: v for k, v in summary.items() if k.startswith(("dummy", "leakage", "private"))},
+        "epsilon": None if privacy is None else privacy["epsilon"],
+        "delta": None if privacy is None else privacy["delta"],
+        "privacy": privacy, "train_seconds": time.perf_counter() - start, "run_dir": str(run_dir),
+    }
+    return record
+
+
+def leakage_key(records: Sequence[dict], requested: Optional[str] = None) -> Optional[str]:
+    if requested:
+        return requested
+    for key in LEAKAGE_KEYS:
+        if records and all(key in r["leakage"] for r in records):
+            return key
+    return None
+
+
+def pareto(xs: Sequence[float], ys: Sequence[float]) -> List[int]:
+    """Indices of the points no other point beats in both PSNR lost (x) and leakage (y), lower being better."""
+    front = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if not any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for x2, y2 in zip(xs, ys)):
+            front.append(i)
+    return sorted(front, key=lambda i: xs[i])
+
+
+def with_loss(results: dict) -> List[dict]:
+    """Records with ``psnr_lost`` against the undefended victim of the same room, seed and attacker."""
+    base = {(r["room"], r["seed"], r["adaptive_attacker"]): r["psnr"] for r in results["records"]
+            if r["family"] == "splitnerf"}
+    out = []
+    for r in results["records"]:
+        ref = base.get((r["room"], r["seed"], r["adaptive_attacker"]))
+        out.append({**r, "psnr_lost": None if ref is None else ref - r["psnr"]})
+    return out
+
+
+def plot(results: dict, path: Path, requested_key: Optional[str] = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for r in with_loss(results) if r["psnr_lost"] is not None]
+    key = leakage_key(records, requested_key)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if key is None:
+        ax.text(0.5, 0.5, "no leakage key common to all records", ha="center")
+    else:
+        xs, ys = [r["psnr_lost"] for r in records], [r["leakage"].get(key, float("nan")) for r in records]
+        for family in dict.fromkeys(r["family"] for r in records):
+            idx = [i for i, r in enumerate(records) if r["family"] == family]
+            ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], label=family, s=28)
+        front = pareto(xs, ys)
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "k--", lw=1, label="Pareto front")
+        for i, r in enumerate(records):
+            if (r["family"], r["value"]) == PAPER_POINT:
+                ax.annotate("S²NeRF paper (c=1.2, r=1e-4)", (xs[i], ys[i]), fontsize=8,
+                            xytext=(5, 5), textcoords="offset points")
+        ax.set_ylabel(f"leakage: {key}")
+    ax.set_xlabel("victim PSNR lost vs splitnerf (dB)")
+    ax.axhline(0.0, color="gray", lw=0.8, ls=":")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Defense frontier, preset {results['preset']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ("office",), families: Optional[Sequence[str]] = None,
+        seeds: Sequence[int] = (42,), adaptive: bool = False, requested_key: Optional[str] = None) -> dict:
+    preset = FRONTIER_PRESETS[preset_name]
+    families = list(families or FAMILIES)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise SystemExit(f"unknown families {unknown}; families: {list(FAMILIES)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "frontier.json"
+    results = json.loads(path.read_text()) if path.exists() else {"records": []}
+    if results.get("preset") not in (None, preset_name):
+        raise SystemExit(f"{path} holds preset {results['preset']!r}; use another --out folder")
+    results.update(preset=preset_name, preset_values=dataclasses.asdict(preset), environment=environment())
+    done = {(r["room"], r["family"], r["value"], r["seed"], r["adaptive_attacker"]) for r in results["records"]}
+    todo = [(room, None, 0.0, seed) for room in rooms for seed in seeds]
+    todo += [(room, f, v, seed) for room in rooms for seed in seeds for f, v in points(preset_name, families)]
+    for room, family, value, seed in todo:
+        if (room, family or "splitnerf", value, seed, adaptive) in done:
+            continue
+        print(f"frontier: {room} / {family or 'splitnerf'} = {value:g} / seed {seed}", flush=True)
+        results["records"].append(run_point(room, family, value, preset, out_dir / "runs", seed, adaptive))
+        results["records"] = sorted(results["records"], key=lambda r: (r["room"], r["family"], r["value"], r["seed"]))
+        path.write_text(json.dumps(results, indent=2))  # resumable
+    results["records"] = with_loss(results)
+    results["leakage_key"] = leakage_key(results["records"], requested_key)
+    path.write_text(json.dumps(results, indent=2))
+    plot(results, out_dir / "frontier.png", requested_key)
+    return results

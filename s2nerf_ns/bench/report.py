@@ -1,0 +1,129 @@
+"""Markdown tables of a privacy benchmark's ``results.json``, and the README block generated from them.
+
+``s2nerf-bench report --results docs/results/privacy_cpu/results.json --readme README.md`` rewrites the block
+between ``<!-- results:privacy -->`` and ``<!-- /results -->`` in the README; ``--check`` only compares (exit
+status 1 when the README's tables differ from what the results give). Numbers are never typed by hand.
+
+Columns (mean ± sample standard deviation over seeds; without ± when there is one seed):
+
+- **victim PSNR**: the victim NeRF on the held-out views.
+- **attacker PSNR**: the gradient attacker's raw render, no colour map (the paper's metric).
+- **attacker − floor**, **embedding attack − floor**: each attack's own margin over the floor.
+- **leakage**: the best attack (gradient attacker or embedding attack) minus the floor (the best of the
+  constant image and the ``lambda_g = 0`` surrogate), after each render's scene colour map (``cmPSNR`` in dB,
+  ``cm lum-SSIM``), and fit-free (``NMI``). Positive means the server learned something of the scene.
+- **gradient share**: the gradient attacker minus the embedding attack (what the gradient channel adds to
+  what the server's own embeddings already show).
+- **private**: the same leakage, scored only on the pixels of the private items (photos, posters, documents).
+- **dummies**: the attacker's copy of the training photos, against the same floors.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Dict, List, Optional
+
+BEGIN = "<!-- results:privacy -->"
+END = "<!-- /results -->"
+BLOCK = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+
+
+def _fmt(stat: Optional[dict], digits: int, signed: bool = False) -> str:
+    if not stat or not math.isfinite(stat["mean"]):
+        return "n/a"
+    sign = "+" if signed else ""
+    text = f"{stat['mean']:{sign}.{digits}f}"
+    if stat.get("n", 1) > 1:
+        text += f" ± {stat['std']:.{digits}f}"
+    return text
+
+
+def _rows(results: dict) -> List[dict]:
+    from s2nerf_ns.bench.privacy import summarise
+
+    summary = summarise(results)  # always from the cells, so the tables depend on nothing else
+    order = list(dict.fromkeys(c["room"] for c in results["cells"].values()))
+    defenses = list(dict.fromkeys(c["defense"] for c in results["cells"].values()))
+    return sorted(summary.values(), key=lambda e: (order.index(e["room"]), defenses.index(e["defense"])))
+
+
+def privacy_tables(results: dict) -> str:
+    """The benchmark's two markdown tables (SMA; SSMA and dummies), with a one-line header of the setting."""
+    preset = results.get("preset_values", {})
+    env = results.get("environment", {})
+    prov = results.get("provenance", {})
+    seeds = sorted({c["seed"] for c in results["cells"].values()})
+    commit = str(prov.get("git_commit", "unknown"))[:10] + (" (dirty)" if prov.get("git_dirty") else "")
+    lines = [
+        f"Preset `{results.get('preset')}`: {preset.get('resolution')} px rooms, {preset.get('steps')} victim steps at "
+        f"{preset.get('rays')} rays, seeds {', '.join(map(str, seeds))}; leaked pose {results.get('pose', 'known')}; "
+        f"{env.get('device', '?')}, torch {env.get('torch', '?')}; commit {commit}.",
+        "",
+        "SMA (the gradient attacker at the end of victim training); margins over the floor (cmPSNR in dB):",
+        "",
+        "| room | defense | victim PSNR | attacker PSNR | attacker − floor | embedding attack − floor | "
+        "leakage cmPSNR | leakage cm lum-SSIM | leakage NMI | gradient share cmPSNR | private leakage cmPSNR |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = _rows(results)
+    for e in rows:
+        v, a = e["victim"], e["sma"]
+        lines.append(f"| {e['room']} | {e['defense']} | {_fmt(v.get('psnr'), 2)} | {_fmt(a.get('attack_psnr'), 2)} | "
+                     f"{_fmt(a.get('attack_leakage_cmpsnr'), 2, True)} | "
+                     f"{_fmt(a.get('embedding_attack_leakage_cmpsnr'), 2, True)} | "
+                     f"{_fmt(a.get('leakage_cmpsnr'), 2, True)} | {_fmt(a.get('leakage_cm_lum_ssim'), 3, True)} | "
+                     f"{_fmt(a.get('leakage_nmi'), 3, True)} | {_fmt(a.get('gradient_share_cmpsnr'), 2, True)} | "
+                     f"{_fmt(a.get('leakage_private_cmpsnr'), 2, True)} |")
+    lines += [
+        "",
+        "SSMA (the same attacker after one leaked photo) and the dummy images (the attacker's copy of the "
+        "training photos); margins over the floor:",
+        "",
+        "| room | defense | SSMA PSNR | SSMA attacker − floor cmPSNR | SSMA attacker − floor cm lum-SSIM | "
+        "SSMA attacker − floor private cmPSNR | dummy PSNR | dummy − floor cmPSNR | dummy − floor cm lum-SSIM | "
+        "dummy − floor private cmPSNR |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in rows:
+        b, d = e["ssma"], e["dummies"]
+        lines.append(f"| {e['room']} | {e['defense']} | {_fmt(b.get('attack_psnr'), 2)} | "
+                     f"{_fmt(b.get('attack_leakage_cmpsnr'), 2, True)} | "
+                     f"{_fmt(b.get('attack_leakage_cm_lum_ssim'), 3, True)} | "
+                     f"{_fmt(b.get('attack_leakage_private_cmpsnr'), 2, True)} | {_fmt(d.get('dummy_attack_psnr'), 2)} | "
+                     f"{_fmt(d.get('dummy_leakage_cmpsnr'), 2, True)} | {_fmt(d.get('dummy_leakage_cm_lum_ssim'), 3, True)} | "
+                     f"{_fmt(d.get('dummy_leakage_private_cmpsnr'), 2, True)} |")
+    return "\n".join(lines) + "\n"
+
+
+def privacy_markdown(results: dict) -> str:
+    """``results.md`` of a privacy benchmark."""
+    return privacy_tables(results)
+
+
+def readme_block(results: dict) -> str:
+    return f"{BEGIN}\n{privacy_tables(results)}{END}"
+
+
+def update_readme(readme: Path, results: dict) -> bool:
+    """Replace the README's results block with the one the results give; True if the file changed."""
+    text = readme.read_text()
+    if not BLOCK.search(text):
+        raise SystemExit(f"{readme} has no {BEGIN} ... {END} block")
+    new = BLOCK.sub(lambda _: readme_block(results), text, count=1)
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
+def readme_matches(readme: Path, results: dict) -> bool:
+    """Whether the README's results block is exactly what the results give."""
+    found = BLOCK.search(readme.read_text())
+    return bool(found) and found.group(0) == readme_block(results)
+
+
+def load(path: Path) -> Dict:
+    import json
+
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,241 @@
+"""The wire format between the client and the server process: a small, explicit, pickle-free schema.
+
+One message is one gRPC payload (bytes)::
+
+    b"S2NW" | version: u8 | header length: u32 LE | header: UTF-8 JSON | tensor buffers, back to back
+
+The JSON header is ``{"kind": str, "step": int, "meta": {...}, "tensors": [entry, ...]}``. Each entry is
+``{"name", "dtype", "shape", "codec", "nbytes"}`` (plus ``"scale"`` for scaled half precision) and describes
+one buffer, in order:
+
+* ``raw``: the tensor's values, C order, little endian, ``dtype`` as stored (``nbytes = numel * itemsize``);
+* ``f16``: float32 values sent as float16 after dividing by ``scale`` (the tensor's max |value|, so that small
+  gradients do not underflow); decoded back to float32;
+* ``sparse``: ReLU zeros left out: a bitmask of the non-zeros (``np.packbits``, ceil(numel / 8) bytes) followed
+  by the non-zero values (float32, or float16 with ``scale``);
+* ``masked``: like ``sparse`` without the bitmask: the mask is that of a tensor both sides already hold (the
+  gradient of ``h`` is sent only where ``h`` was non-zero; the server backprops through a ReLU, so the entries
+  left out would be multiplied by zero anyway).
+
+Every message is validated before anything is built from it: magic and version, header size, message kind,
+the tensor names and dtypes that kind may carry (:data:`SCHEMA`), shapes, sizes and the total length. A bad
+message raises :class:`WireError`, which the server answers with ``INVALID_ARGUMENT``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+MAGIC = b"S2NW"
+VERSION = 1
+MAX_HEADER_BYTES = 1 << 16
+PREFIX = struct.Struct("<4sBI")
+
+DTYPES: Dict[str, Tuple[np.dtype, torch.dtype]] = {
+    "float32": (np.dtype("<f4"), torch.float32),
+    "float16": (np.dtype("<f2"), torch.float16),
+    "int64": (np.dtype("<i8"), torch.int64),
+    "float64": (np.dtype("<f8"), torch.float64),  # encodable; no message kind accepts it
+}
+
+SCHEMA: Dict[str, Dict[str, Tuple[str, ...]]] = {
+    # kind -> tensor name -> allowed dtypes. Anything else is refused.
+    "hello": {},
+    "hello_reply": {},
+    "forward": {"ray_origins": ("float32",), "ray_directions": ("float32",), "ray_indices": ("int64",)},
+    "forward_reply": {"h": ("float32",), "sample_bins": ("float32",)},
+    "backward": {"grad_h": ("float32",)},
+    "backward_reply": {},
+    "render": {"ray_origins": ("float32",), "ray_directions": ("float32",)},
+    "render_reply": {"h": ("float32",), "sample_bins": ("float32",)},
+}
+CODECS = ("raw", "f16", "sparse", "masked")
+
+
+class WireError(ValueError):
+    """A message that does not follow the schema."""
+
+
+@dataclass
+class Message:
+    kind: str
+    step: int = -1
+    meta: Dict[str, object] = field(default_factory=dict)
+    tensors: Dict[str, Tensor] = field(default_factory=dict)
+    payload_bytes: Dict[str, int] = field(default_factory=dict)
+    """Bytes of each tensor's buffers on the wire (what the transcript counts, for the raw codec)."""
+    total_bytes: int = 0
+    """The whole message, framing included."""
+    masks: Dict[str, Tensor] = field(default_factory=dict)
+    """Non-zero masks of ``sparse`` tensors, as sent (the receiver uses them for ``masked`` replies)."""
+
+
+@dataclass
+class WireOptions:
+    """How ``h`` and its gradient travel (rays and indices are always raw)."""
+
+    half: bool = False
+    """float16 (scaled) instead of float32 for h and the gradient."""
+    sparse: bool = False
+    """Leave out the ReLU zeros of h (bitmask + values) and send the gradient only where h is non-zero."""
+    relu_h: bool = True
+    """h is a ReLU output (cut_depth >= 1): the gradient at its zeros does not reach the server's parameters,
+    so ``sparse`` leaves it out too. Without the ReLU (cut_depth 0) the gradient is sent densely."""
+
+    def codec(self, name: str) -> str:
+        if name == "h":
+            return "sparse" if self.sparse else ("f16" if self.half else "raw")
+        if name == "grad_h":
+            return "masked" if self.sparse and self.relu_h else ("f16" if self.half else "raw")
+        return "raw"
+
+
+def _value_bytes(values: Tensor, half: bool) -> Tuple[bytes, Optional[float]]:
+    values = values.detach().cpu().contiguous()
+    if not half:
+        return values.float().numpy().astype("<f4", copy=False).tobytes(), None
+    scale = float(values.abs().max()) if values.numel() else 1.0
+    scale = scale if scale > 0 and np.isfinite(scale) else 1.0
+    return (values.float() / scale).numpy().astype("<f2").tobytes(), scale
+
+
+def encode(kind: str, step: int = -1, meta: Optional[Dict[str, object]] = None,
+           tensors: Optional[Dict[str, Tensor]] = None, codecs: Optional[Dict[str, str]] = None,
+           half: bool = False, masks: Optional[Dict[str, Tensor]] = None) -> Tuple[bytes, Dict[str, int]]:
+    """Serialise a message; returns the bytes and the payload bytes of each tensor."""
+    entries, buffers, sizes = [], [], {}
+    for name, tensor in (tensors or {}).items():
+        codec = (codecs or {}).get(name, "raw")
+        tensor = tensor.detach().cpu()
+        dtype = str(tensor.dtype).replace("torch.", "")
+        entry: Dict[str, object] = {"name": name, "dtype": dtype, "shape": list(tensor.shape), "codec": codec}
+        if codec == "raw":
+            data = tensor.contiguous().numpy().astype(DTYPES[dtype][0], copy=False).tobytes()
+        elif codec == "f16":
+            data, entry["scale"] = _value_bytes(tensor, True)
+        elif codec in ("sparse", "masked"):
+            mask = (tensor != 0) if codec == "sparse" else (masks or {})[name].detach().cpu().bool()
+            values, scale = _value_bytes(tensor[mask], half)
+            entry["half"] = half
+            if scale is not None:
+                entry["scale"] = scale
+            data = (np.packbits(mask.reshape(-1).numpy()).tobytes() if codec == "sparse" else b"") + values
+            entry["count"] = int(mask.sum())
+        else:
+            raise WireError(f"unknown codec {codec!r}")
+        entry["nbytes"] = len(data)
+        entries.append(entry)
+        buffers.append(data)
+        sizes[name] = len(data)
+    header = json.dumps({"kind": kind, "step": int(step), "meta": meta or {}, "tensors": entries}).encode()
+    return PREFIX.pack(MAGIC, VERSION, len(header)) + header + b"".join(buffers), sizes
+
+
+def _check_entry(kind: str, entry: object, max_elements: int) -> Tuple[str, str, List[int], str]:
+    if not isinstance(entry, dict):
+        raise WireError("tensor entry is not an object")
+    name, dtype, shape, codec = entry.get("name"), entry.get("dtype"), entry.get("shape"), entry.get("codec")
+    allowed = SCHEMA[kind]
+    if name not in allowed:
+        raise WireError(f"a {kind!r} message may not carry {name!r} (allowed: {sorted(allowed)})")
+    if dtype not in allowed[name]:
+        raise WireError(f"{name!r} must be {allowed[name]}, got {dtype!r}")
+    if codec not in CODECS:
+        raise WireError(f"unknown codec {codec!r}")
+    if (not isinstance(shape, list) or len(shape) > 4
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape)):
+        raise WireError(f"bad shape for {name!r}: {shape!r}")
+    if int(np.prod(shape, dtype=np.float64)) > max_elements:
+        raise WireError(f"{name!r} has {int(np.prod(shape))} elements, over the limit of {max_elements}")
+    if not isinstance(entry.get("nbytes"), int) or entry["nbytes"] < 0:
+        raise WireError(f"bad nbytes for {name!r}")
+    return name, dtype, shape, codec
+
+
+def decode(data: bytes, expect: Optional[str] = None, masks: Optional[Dict[str, Tensor]] = None,
+           max_elements: int = 1 << 28) -> Message:
+    """Parse and validate a message. ``masks`` supplies the masks of ``masked`` tensors (receiver's own)."""
+    if len(data) < PREFIX.size:
+        raise WireError("message too short")
+    magic, version, header_len = PREFIX.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        raise WireError("not an s2nerf wire message (bad magic or version)")
+    if header_len > MAX_HEADER_BYTES or PREFIX.size + header_len > len(data):
+        raise WireError(f"bad header length {header_len}")
+    try:
+        header = json.loads(data[PREFIX.size:PREFIX.size + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WireError(f"header is not JSON: {err}") from None
+    if not isinstance(header, dict) or header.get("kind") not in SCHEMA:
+        raise WireError(f"unknown message kind {header.get('kind') if isinstance(header, dict) else None!r}")
+    kind = header["kind"]
+    if expect is not None and kind != expect:
+        raise WireError(f"expected a {expect!r} message, got {kind!r}")
+    step, meta, entries = header.get("step", -1), header.get("meta", {}), header.get("tensors", [])
+    if not isinstance(step, int) or not isinstance(meta, dict) or not isinstance(entries, list):
+        raise WireError("bad header fields")
+    offset = PREFIX.size + header_len
+    if offset + sum(e.get("nbytes", 0) if isinstance(e, dict) and isinstance(e.get("nbytes", 0), int) else 0
+                    for e in entries) != len(data):
+        raise WireError("message length does not match the sizes its header declares")
+    msg = Message(kind=kind, step=step, meta=meta, total_bytes=len(data))
+    for entry in entries:
+        name, dtype, shape, codec = _check_entry(kind, entry, max_elements)
+        if name in msg.tensors:
+            raise WireError(f"{name!r} sent twice")
+        nbytes = entry["nbytes"]
+        buf = data[offset:offset + nbytes]
+        offset += nbytes
+        msg.tensors[name] = _decode_tensor(name, dtype, shape, codec, entry, buf, masks, msg.masks)
+        msg.payload_bytes[name] = nbytes
+    return msg
+
+
+def _decode_tensor(name: str, dtype: str, shape: List[int], codec: str, entry: Dict, buf: bytes,
+                   masks: Optional[Dict[str, Tensor]], sent_masks: Dict[str, Tensor]) -> Tensor:
+    np_dtype, torch_dtype = DTYPES[dtype]
+    numel = int(np.prod(shape, dtype=np.int64))
+    if codec == "raw":
+        if len(buf) != numel * np_dtype.itemsize:
+            raise WireError(f"{name!r}: {len(buf)} bytes for shape {shape} {dtype}")
+        return torch.from_numpy(np.frombuffer(buf, dtype=np_dtype).copy()).reshape(shape)
+    if dtype != "float32":
+        raise WireError(f"codec {codec!r} is for float32 tensors only")
+    scale = entry.get("scale", 1.0)
+    if not isinstance(scale, (int, float)) or not np.isfinite(scale):
+        raise WireError(f"{name!r}: bad scale")
+
+    def values(raw: bytes, count: int, half: bool) -> Tensor:
+        vt = np.dtype("<f2") if half else np.dtype("<f4")
+        if len(raw) != count * vt.itemsize:
+            raise WireError(f"{name!r}: {len(raw)} value bytes for {count} values")
+        return torch.from_numpy(np.frombuffer(raw, dtype=vt).astype(np.float32)) * float(scale)
+
+    if codec == "f16":
+        return values(buf, numel, True).reshape(shape)
+    count, half = entry.get("count"), bool(entry.get("half", False))
+    if not isinstance(count, int) or not 0 <= count <= numel:
+        raise WireError(f"{name!r}: bad count")
+    if codec == "sparse":
+        mask_len = (numel + 7) // 8
+        if len(buf) < mask_len:
+            raise WireError(f"{name!r}: truncated mask")
+        mask = torch.from_numpy(np.unpackbits(np.frombuffer(buf[:mask_len], np.uint8), count=numel).astype(bool))
+        buf = buf[mask_len:]
+        sent_masks[name] = mask.reshape(shape)
+    else:
+        if masks is None or name not in masks or masks[name].numel() != numel:
+            raise WireError(f"{name!r}: no mask of the right size to place its values")
+        mask = masks[name].reshape(-1).cpu().bool()
+    if int(mask.sum()) != count:
+        raise WireError(f"{name!r}: mask and count disagree")
+    out = torch.zeros(numel)
+    out[mask] = values(buf, count, half)
+    return out.reshape(shape)
