@@ -267,7 +267,7 @@ class SplitNerfModel(Model):
         head = self.client_head
         if head.needs_positions:  # client appearance: the client computes its samples' positions itself
             positions = samples_from_bins(ray_bundle.origins, ray_bundle.directions, bins).frustums.get_positions()
-            return self.renderer(lambda hh, dd: self.client_head(hh, dd, positions), h, ray_bundle.origins,
+            return self.renderer(lambda hh, dd: head(hh, dd, positions), h, ray_bundle.origins,
                                  ray_bundle.directions, bins)
         return self.renderer(head, h, ray_bundle.origins, ray_bundle.directions, bins)
 
@@ -281,7 +281,7 @@ class SplitNerfModel(Model):
         if split:
             self.channel.client_sends_rays(ray_indices, ray_bundle.origins, ray_bundle.directions)
         # ============================== SERVER
-        server = self.server(ray_bundle, ray_indices) if self.config.server_address else self.server(ray_bundle)
+        server = self.server(ray_bundle, ray_indices)  # ServerSide here, or the RemoteServerSide stub
         h, bins = server.h, server.bins
         # ============================== SERVER -> CLIENT: h and the sample spacing
         if split:

@@ -124,8 +124,9 @@ class ServerSide(nn.Module):
             return self.proposal_sampler(ray_bundle, density_fns=density_fns)
         return self.uniform_sampler(ray_bundle), [], []
 
-    def forward(self, ray_bundle: RayBundle) -> ServerPass:
-        """Samples along the rays (already collided), their positions, the embeddings h and the bin edges."""
+    def forward(self, ray_bundle: RayBundle, ray_indices: Optional[Tensor] = None) -> ServerPass:
+        """Samples along the rays (already collided), their positions, the embeddings h and the bin edges.
+        ``ray_indices`` (the pixels of the rays, part of the client's message) do not change what is computed."""
         ray_samples, proposal_weights, proposal_samples = self.samples(ray_bundle)
         positions = ray_samples.frustums.get_positions()
         h = self.field(positions)
