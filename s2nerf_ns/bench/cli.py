@@ -36,12 +36,16 @@ class Privacy:
     """Run exactly these seeds (e.g. one seed per process, into separate --out folders, then merge)."""
     pose: Literal["known", "estimate"] = "known"
     """Whether the SSMA attacker is told the leaked photo's pose or estimates it."""
+    pose_search: Literal["retrieval", "global"] = "retrieval"
+    """With --pose estimate: first guess by retrieval over the training poses, or the global search."""
+    num_leaked: int = 1
+    """Leaked photos per cell (the rooms have 2 off-trajectory extra views; 2 scores the pose of each)."""
 
     def main(self) -> None:
         from s2nerf_ns.bench import privacy
 
         privacy.run(self.preset, self.out, self.rooms, self.defenses, self.seed, self.pose, self.seeds, self.steps,
-                    self.seed_list, post_training_steps=self.post_training_steps, replay_steps=self.replay_steps)
+                    self.seed_list, pose_search=self.pose_search, num_leaked=self.num_leaked, post_training_steps=self.post_training_steps, replay_steps=self.replay_steps)
         print((self.out / "results.md").read_text())
 
 
@@ -107,12 +111,25 @@ class Frontier:
     """Attack with the adaptive attacker (knows the defense's public configuration)."""
     leakage_key: Optional[str] = None
     """Eval key on the y axis (default: the first of frontier.LEAKAGE_KEYS every record has)."""
+    values: Optional[List[float]] = None
+    """Only these knob values of the families (default: all of the preset's)."""
+    baseline: bool = True
+    """Also train the undefended victim of every room and seed (the reference for the PSNR lost)."""
+    runs: Optional[Path] = None
+    """Folder for the training runs (default: <out>/runs)."""
+    merge: Optional[List[Path]] = None
+    """Instead of running: merge these frontier.json files (e.g. one per worker) into <out>, then the
+    figure, frontier.md and the verdict against the goal."""
 
     def main(self) -> None:
-        from s2nerf_ns.bench import frontier
+        from s2nerf_ns.bench import frontier, frontier_report
 
-        results = frontier.run(self.preset, self.out, self.rooms, self.families, self.seeds, self.adaptive,
-                               self.leakage_key)
+        if self.merge:
+            results = frontier.merge(self.merge, self.out, self.leakage_key)
+        else:
+            results = frontier.run(self.preset, self.out, self.rooms, self.families, self.seeds, self.adaptive,
+                                   self.leakage_key, self.values, self.baseline, self.runs)
+        frontier_report.write(results, self.out / "frontier.md")
         print(f"{len(results['records'])} points, leakage key {results['leakage_key']}: {self.out / 'frontier.json'}")
 
 
@@ -139,12 +156,38 @@ class Figure:
         print(attack_figure(self.load_config, self.out, self.num_views, self.scale))
 
 
+@dataclass
+class PoseReport:
+    """Global pose search vs known pose: merge the two privacy results (one folder per worker allowed) and tabulate."""
+
+    estimate: List[Path]
+    """results.json of `s2nerf-bench privacy --pose estimate --pose-search global` (one or more)."""
+    known: List[Path]
+    """results.json of the same cells with --pose known (one or more)."""
+    out: Path = Path("bench-results/pose")
+    """Writes estimate.json, known.json (merged) and results.md."""
+
+    def main(self) -> None:
+        import json
+
+        from s2nerf_ns.bench import pose_report
+
+        estimate, known = pose_report.merge(self.estimate), pose_report.merge(self.known)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "estimate.json").write_text(json.dumps(estimate, indent=2))
+        (self.out / "known.json").write_text(json.dumps(known, indent=2))
+        text = pose_report.markdown(estimate, known)
+        (self.out / "results.md").write_text(text)
+        print(text)
+
+
 def main() -> None:
     command = tyro.cli(Union[Annotated[Privacy, tyro.conf.subcommand("privacy")],
                              Annotated[Speed, tyro.conf.subcommand("speed")],
                              Annotated[Figure, tyro.conf.subcommand("figure")],
                              Annotated[Report, tyro.conf.subcommand("report")],
-                             Annotated[Frontier, tyro.conf.subcommand("frontier")]])
+                             Annotated[Frontier, tyro.conf.subcommand("frontier")],
+                             Annotated[PoseReport, tyro.conf.subcommand("pose-report")]])
     command.main()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ def environment() -> Dict[str, str]:
     """Device, Python and package versions; packages that are missing (e.g. mitsuba) are reported as such."""
     return {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})",
-        "cpu_count": str(__import__("os").cpu_count()),
+        "cpu_count": str(os.cpu_count()),
         "python": platform.python_version(),
         **{pkg: package_version(pkg) for pkg in ("torch", "nerfstudio", "mitsuba", "s2nerf-ns")},
     }
@@ -83,9 +84,12 @@ def _git(*args: str, cwd: Optional[Path] = None) -> Optional[str]:
 
 def provenance() -> Dict[str, object]:
     """The code that produced a result: git commit of this package's checkout and whether it was dirty
-    (uncommitted changes to tracked files); ``unknown`` outside a git checkout."""
+    (uncommitted changes to tracked files); outside a git checkout, ``$S2NERF_GIT_COMMIT`` or ``unknown``."""
     commit = (_git("rev-parse", "HEAD") or "").strip()
     status = _git("status", "--porcelain", "--untracked-files=no")
+    if not commit and os.environ.get("S2NERF_GIT_COMMIT"):  # a copied tree without .git (e.g. a GPU host)
+        return {"git_commit": os.environ["S2NERF_GIT_COMMIT"], "git_dirty": None, "git_dirty_files": [],
+                "git_commit_source": "S2NERF_GIT_COMMIT"}
     return {"git_commit": commit or "unknown", "git_dirty": None if status is None else bool(status),
             "git_dirty_files": [] if not status else [line[3:] for line in status.splitlines()]}
 

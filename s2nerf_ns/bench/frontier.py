@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -22,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from s2nerf_ns.bench.common import PRESETS, Preset, environment, sized_config
+from s2nerf_ns.bench.common import PRESETS, Preset, environment, provenance, sized_config
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.integration.methods import method_config
 
@@ -173,9 +174,13 @@ def plot(results: dict, path: Path, requested_key: Optional[str] = None) -> None
 
 
 def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ("office",), families: Optional[Sequence[str]] = None,
-        seeds: Sequence[int] = (42,), adaptive: bool = False, requested_key: Optional[str] = None) -> dict:
+        seeds: Sequence[int] = (42,), adaptive: bool = False, requested_key: Optional[str] = None,
+        values: Optional[Sequence[float]] = None, baseline: bool = True, runs_dir: Optional[Path] = None) -> dict:
+    """Run (or resume) the sweep into ``out_dir/frontier.json``; ``values`` keeps only those knob values,
+    ``baseline`` adds the undefended victim of every room and seed (the reference for the PSNR lost), and
+    ``runs_dir`` holds the training runs (default ``out_dir/runs``)."""
     preset = FRONTIER_PRESETS[preset_name]
-    families = list(families or FAMILIES)
+    families = list(FAMILIES if families is None else families)
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise SystemExit(f"unknown families {unknown}; families: {list(FAMILIES)}")
@@ -184,19 +189,50 @@ def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ("office",), fam
     results = json.loads(path.read_text()) if path.exists() else {"records": []}
     if results.get("preset") not in (None, preset_name):
         raise SystemExit(f"{path} holds preset {results['preset']!r}; use another --out folder")
-    results.update(preset=preset_name, preset_values=dataclasses.asdict(preset), environment=environment())
+    results.update(preset=preset_name, preset_values=dataclasses.asdict(preset), environment=environment(),
+                   provenance=provenance(), command=" ".join(sys.argv))
     done = {(r["room"], r["family"], r["value"], r["seed"], r["adaptive_attacker"]) for r in results["records"]}
-    todo = [(room, None, 0.0, seed) for room in rooms for seed in seeds]
-    todo += [(room, f, v, seed) for room in rooms for seed in seeds for f, v in points(preset_name, families)]
+    todo = [(room, None, 0.0, seed) for room in rooms for seed in seeds] if baseline else []
+    todo += [(room, f, v, seed) for room in rooms for seed in seeds for f, v in points(preset_name, families)
+             if values is None or any(abs(v - w) < 1e-12 for w in values)]
     for room, family, value, seed in todo:
         if (room, family or "splitnerf", value, seed, adaptive) in done:
             continue
         print(f"frontier: {room} / {family or 'splitnerf'} = {value:g} / seed {seed}", flush=True)
-        results["records"].append(run_point(room, family, value, preset, out_dir / "runs", seed, adaptive))
+        record = run_point(room, family, value, preset, runs_dir or out_dir / "runs", seed, adaptive)
+        record["provenance"] = results["provenance"]
+        results["records"].append(record)
         results["records"] = sorted(results["records"], key=lambda r: (r["room"], r["family"], r["value"], r["seed"]))
         path.write_text(json.dumps(results, indent=2))  # resumable
+    return finish(results, out_dir, requested_key)
+
+
+def finish(results: dict, out_dir: Path, requested_key: Optional[str] = None) -> dict:
+    """PSNR lost against the undefended victims, the leakage key, frontier.json and frontier.png."""
     results["records"] = with_loss(results)
     results["leakage_key"] = leakage_key(results["records"], requested_key)
-    path.write_text(json.dumps(results, indent=2))
-    plot(results, out_dir / "frontier.png", requested_key)
+    (out_dir / "frontier.json").write_text(json.dumps(results, indent=2))
+    plot(results, out_dir / "frontier.png", results["leakage_key"])
     return results
+
+
+def merge(sources: Sequence[Path], out_dir: Path, requested_key: Optional[str] = None) -> dict:
+    """One frontier from several ``frontier.json`` (e.g. one per worker process); same preset required,
+    later duplicates of a (room, family, value, seed, attacker) point are dropped."""
+    merged: dict = {"records": [], "sources": []}
+    seen = set()
+    for source in sources:
+        part = json.loads(Path(source).read_text())
+        if merged.get("preset") not in (None, part["preset"]):
+            raise SystemExit(f"{source} holds preset {part['preset']!r}, the others {merged['preset']!r}")
+        merged.update({k: part[k] for k in ("preset", "preset_values", "environment") if k in part})
+        merged["sources"].append({"path": str(source), "provenance": part.get("provenance"),
+                                  "command": part.get("command"), "points": len(part["records"])})
+        for record in part["records"]:
+            key = (record["room"], record["family"], record["value"], record["seed"], record["adaptive_attacker"])
+            if key not in seen:
+                seen.add(key)
+                merged["records"].append(record)
+    merged["records"].sort(key=lambda r: (r["room"], r["family"], r["value"], r["seed"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return finish(merged, out_dir, requested_key)

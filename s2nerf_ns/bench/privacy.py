@@ -51,7 +51,8 @@ def cell_key(room: str, defense: str, seed: int) -> str:
     return f"{room}/{defense}/seed{seed}"
 
 
-def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known"):
+def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known",
+                pose_search: str = "retrieval", num_leaked: int = 1):
     spec = DEFENSES[defense]
     base = method_config("s2nerf-ssma")
     config = sized_config(base, preset, room, out_dir, defense.replace(" ", "_").replace("=", ""))
@@ -64,6 +65,8 @@ def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: in
     pipe = config.pipeline
     pipe.report_sma_phase = True
     pipe.pose = pose
+    pipe.pose_search = pose_search
+    pipe.leaked.num_leaked = num_leaked
     pipe.leak_during_training = False
     pipe.post_training_steps = preset.post_training_steps
     pipe.leak_rays_per_step = preset.rays
@@ -77,8 +80,9 @@ def _scores(metrics: Dict[str, float], drop_prefixes: Sequence[str] = ()) -> Dic
             if not k.endswith("_std") and not k.startswith(tuple(drop_prefixes))}
 
 
-def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known") -> dict:
-    config = cell_config(room, defense, preset, out_dir, seed, pose)
+def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known",
+             pose_search: str = "retrieval", num_leaked: int = 1) -> dict:
+    config = cell_config(room, defense, preset, out_dir, seed, pose, pose_search, num_leaked)
     config.timestamp = f"{config.timestamp}_seed{seed}"
     random.seed(seed)  # ns-train seeds in its entry point; in-process runs must do it themselves
     np.random.seed(seed)
@@ -110,8 +114,11 @@ def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, 
         "colour_maps": summary["colour_maps"],
         "attacker_seconds_per_victim_step": summary["attacker_seconds_per_victim_step"],
         "evaluator_seconds_per_victim_step": summary.get("evaluator_seconds_per_victim_step"),
-        "leaked_pose": poses["pose"], "leaked_pose_errors": poses["views"][0].get("estimated"),
-        "leaked_pose_after_retrieval": poses["views"][0].get("after_retrieval"),
+        "leaked_pose": poses["pose"], "pose_search": pose_search if pose == "estimate" else None,
+        "leaked_indices": poses.get("leaked_indices"), "leaked_source": poses.get("leaked_source"),
+        # one entry per leaked photo: rotation (degrees) and translation (scene units) error of the final pose
+        "leaked_pose_errors": [view.get("estimated") for view in poses["views"]],
+        "leaked_pose_after_search": [view.get("after_retrieval") for view in poses["views"]],
     }
 
 
@@ -199,7 +206,8 @@ def image_grids(results: dict, out_dir: Path) -> None:
 
 def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses: Optional[Sequence[str]] = None,
         seed: int = 42, pose: str = "known", seeds: Optional[int] = None, steps: Optional[int] = None,
-        seed_list: Optional[Sequence[int]] = None, **preset_overrides: int) -> dict:
+        seed_list: Optional[Sequence[int]] = None, pose_search: str = "retrieval", num_leaked: int = 1,
+        **preset_overrides: int) -> dict:
     """Run (or resume) the benchmark; ``seeds`` runs seeds ``seed, seed + 1, ...`` (default: the preset's;
     ``seed_list`` names them instead), ``steps`` and ``preset_overrides`` (e.g. ``post_training_steps``,
     ``replay_steps``) override the preset's values (recorded in the results as ``preset_values``)."""
@@ -215,10 +223,13 @@ def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses:
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
-    for name, value in (("preset", preset_name), ("pose", pose), ("preset_values", dataclasses.asdict(preset))):
+    search = pose_search if pose == "estimate" else None
+    for name, value in (("preset", preset_name), ("pose", pose), ("pose_search", search), ("num_leaked", num_leaked),
+                        ("preset_values", dataclasses.asdict(preset))):
         if results.get(name) not in (None, value):
             raise SystemExit(f"{results_path} holds {name} {results[name]!r}; use another --out folder")
-    results.update(preset=preset_name, pose=pose, preset_values=dataclasses.asdict(preset), environment=environment(),
+    results.update(preset=preset_name, pose=pose, pose_search=search, num_leaked=num_leaked,
+                   preset_values=dataclasses.asdict(preset), environment=environment(),
                    provenance=provenance(), command=" ".join(sys.argv), torch_threads=torch.get_num_threads())
     seed_list = list(seed_list) if seed_list else [seed + i for i in range(num_seeds)]
     # seed-major: an interrupted run has every room and defense at the first seed(s)
@@ -227,7 +238,8 @@ def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses:
         task = bar.add_task("privacy benchmark", total=len(todo))
         for room, defense, s in todo:
             bar.update(task, description=f"{room} / {defense} / seed {s}")
-            results["cells"][cell_key(room, defense, s)] = run_cell(room, defense, preset, out_dir / "runs", s, pose)
+            results["cells"][cell_key(room, defense, s)] = run_cell(room, defense, preset, out_dir / "runs", s, pose,
+                                                                 pose_search, num_leaked)
             results["summary"] = summarise(results)
             results_path.write_text(json.dumps(results, indent=2))  # resumable: finished cells are kept
             bar.advance(task)
