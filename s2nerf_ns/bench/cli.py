@@ -120,6 +120,8 @@ class Frontier:
     merge: Optional[List[Path]] = None
     """Instead of running: merge these frontier.json files (e.g. one per worker) into <out>, then the
     figure, frontier.md and the verdict against the goal."""
+    readme: Optional[Path] = None
+    """README whose <!-- results:frontier --> ... <!-- /results --> block is regenerated from the results."""
 
     def main(self) -> None:
         from s2nerf_ns.bench import frontier, frontier_report
@@ -130,6 +132,8 @@ class Frontier:
             results = frontier.run(self.preset, self.out, self.rooms, self.families, self.seeds, self.adaptive,
                                    self.leakage_key, self.values, self.baseline, self.runs)
         frontier_report.write(results, self.out / "frontier.md")
+        if self.readme is not None:
+            frontier_report.update_readme(self.readme, results)
         print(f"{len(results['records'])} points, leakage key {results['leakage_key']}: {self.out / 'frontier.json'}")
 
 
@@ -166,6 +170,8 @@ class PoseReport:
     """results.json of the same cells with --pose known (one or more)."""
     out: Path = Path("bench-results/pose")
     """Writes estimate.json, known.json (merged) and results.md."""
+    readme: Optional[Path] = None
+    """README whose <!-- results:pose --> ... <!-- /results --> block is regenerated."""
 
     def main(self) -> None:
         import json
@@ -178,6 +184,8 @@ class PoseReport:
         (self.out / "known.json").write_text(json.dumps(known, indent=2))
         text = pose_report.markdown(estimate, known)
         (self.out / "results.md").write_text(text)
+        if self.readme is not None:
+            pose_report.update_readme(self.readme, estimate, known)
         print(text)
 
 

@@ -84,12 +84,13 @@ def _git(*args: str, cwd: Optional[Path] = None) -> Optional[str]:
 
 def provenance() -> Dict[str, object]:
     """The code that produced a result: git commit of this package's checkout and whether it was dirty
-    (uncommitted changes to tracked files); outside a git checkout, ``$S2NERF_GIT_COMMIT`` or ``unknown``."""
-    commit = (_git("rev-parse", "HEAD") or "").strip()
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    if not commit and os.environ.get("S2NERF_GIT_COMMIT"):  # a copied tree without .git (e.g. a GPU host)
+    (uncommitted changes to tracked files); ``$S2NERF_GIT_COMMIT`` when set (a copied tree, e.g. on a GPU host,
+    whose ``.git`` may not match its files); ``unknown`` outside a git checkout."""
+    if os.environ.get("S2NERF_GIT_COMMIT"):  # a copied tree (e.g. a GPU host) whose .git may be stale or absent
         return {"git_commit": os.environ["S2NERF_GIT_COMMIT"], "git_dirty": None, "git_dirty_files": [],
                 "git_commit_source": "S2NERF_GIT_COMMIT"}
+    commit = (_git("rev-parse", "HEAD") or "").strip()
+    status = _git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit or "unknown", "git_dirty": None if status is None else bool(status),
             "git_dirty_files": [] if not status else [line[3:] for line in status.splitlines()]}
 

@@ -141,7 +141,23 @@ def with_loss(results: dict) -> List[dict]:
     return out
 
 
+def point_means(records: Sequence[dict], key: str) -> List[dict]:
+    """Per (family, value): mean and sample sd over rooms and seeds of the PSNR lost and of ``key``."""
+    groups: Dict[Tuple[str, float], List[dict]] = {}
+    for r in records:
+        if r["psnr_lost"] is not None and key in r["leakage"]:
+            groups.setdefault((r["family"], r["value"]), []).append(r)
+    out = []
+    for (family, value), recs in groups.items():
+        xs, ys = [r["psnr_lost"] for r in recs], [r["leakage"][key] for r in recs]
+        sd = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0  # noqa: E731
+        out.append({"family": family, "value": value, "n": len(recs), "x": float(np.mean(xs)), "x_sd": sd(xs),
+                    "y": float(np.mean(ys)), "y_sd": sd(ys)})
+    return out
+
+
 def plot(results: dict, path: Path, requested_key: Optional[str] = None) -> None:
+    """Every run faint; each setting's mean over rooms and seeds with its sd; Pareto front of the means."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,25 +165,36 @@ def plot(results: dict, path: Path, requested_key: Optional[str] = None) -> None
 
     records = [r for r in with_loss(results) if r["psnr_lost"] is not None]
     key = leakage_key(records, requested_key)
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
     if key is None:
         ax.text(0.5, 0.5, "no leakage key common to all records", ha="center")
     else:
-        xs, ys = [r["psnr_lost"] for r in records], [r["leakage"].get(key, float("nan")) for r in records]
-        for family in dict.fromkeys(r["family"] for r in records):
-            idx = [i for i, r in enumerate(records) if r["family"] == family]
-            ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], label=family, s=28)
-        front = pareto(xs, ys)
-        ax.plot([xs[i] for i in front], [ys[i] for i in front], "k--", lw=1, label="Pareto front")
-        for i, r in enumerate(records):
-            if (r["family"], r["value"]) == PAPER_POINT:
-                ax.annotate("S²NeRF paper (c=1.2, r=1e-4)", (xs[i], ys[i]), fontsize=8,
-                            xytext=(5, 5), textcoords="offset points")
-        ax.set_ylabel(f"leakage: {key}")
-    ax.set_xlabel("victim PSNR lost vs splitnerf (dB)")
+        means = point_means(records, key)
+        colours = {f: f"C{i}" for i, f in enumerate(dict.fromkeys(r["family"] for r in records))}
+        for r in records:
+            ax.scatter(r["psnr_lost"], r["leakage"].get(key, float("nan")), s=8, alpha=0.25, color=colours[r["family"]])
+        for family, colour in colours.items():
+            pts = sorted((m for m in means if m["family"] == family), key=lambda m: m["value"])
+            ax.errorbar([m["x"] for m in pts], [m["y"] for m in pts], xerr=[m["x_sd"] for m in pts],
+                        yerr=[m["y_sd"] for m in pts], fmt="o", color=colour, capsize=2, ms=5, label=family)
+            for m in pts:
+                if family != "splitnerf":
+                    ax.annotate(f"{m['value']:g}", (m["x"], m["y"]), fontsize=7, xytext=(4, 3),
+                                textcoords="offset points", color=colour)
+        front = pareto([m["x"] for m in means], [m["y"] for m in means])
+        ax.plot([means[i]["x"] for i in front], [means[i]["y"] for i in front], "k--", lw=1, label="Pareto front (means)")
+        for m in means:
+            if (m["family"], m["value"]) == PAPER_POINT:
+                ax.annotate("S²NeRF paper (c=1.2, r=1e-4)", (m["x"], m["y"]), fontsize=8, xytext=(8, 10),
+                            textcoords="offset points", arrowprops=dict(arrowstyle="-", lw=0.6))
+        ax.set_ylabel(f"leakage over the floor: {key}")
+    rooms = sorted({r["room"] for r in records})
+    seeds = sorted({r["seed"] for r in records})
+    ax.set_xlabel("victim PSNR lost vs splitnerf (dB); mean ± sd over rooms and seeds, runs faint")
     ax.axhline(0.0, color="gray", lw=0.8, ls=":")
     ax.legend(fontsize=7)
-    ax.set_title(f"Defense frontier, preset {results['preset']}")
+    ax.set_title(f"Defense frontier, preset {results['preset']}: {', '.join(rooms)}; seeds {', '.join(map(str, seeds))}",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -3,7 +3,8 @@
 Inputs are two privacy-benchmark results (``s2nerf-bench privacy --pose estimate --pose-search global`` and
 ``--pose known``, same rooms, defenses, seeds and leaked photos), each possibly merged from one folder per
 worker (:func:`merge`). Reported per room: every leaked photo's rotation / translation error, their
-medians, and the SSMA's leakage over the control (the SMA phase of the same victim, before any photo leaked)
+medians, and the SSMA attacker's leakage gain over the control (its SMA phase on the same victim, before any
+photo leaked)
 with the estimated pose as a share of the same with the known pose. The goal: median error <= 3 degrees and
 <= 0.05 scene units, and share >= 90 %.
 """
@@ -17,10 +18,14 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from s2nerf_ns.bench.report import block_matches, replace_block
+
 MAX_ROTATION_DEG = 3.0
 MAX_TRANSLATION = 0.05
 MIN_SHARE = 0.90
-GAIN_METRICS = ("leakage_cmpsnr", "leakage_cm_lum_ssim")
+GAIN_METRICS = ("attack_leakage_cmpsnr", "attack_leakage_cm_lum_ssim")
+"""The SSMA attacker's own margin over the floor (the best-attack leakage would mostly show the embedding
+attack, which does not use the leaked photos)."""
 BEGIN, END = "<!-- results:pose -->", "<!-- /results -->"
 
 
@@ -77,16 +82,17 @@ def _f(value: Optional[float], digits: int = 2) -> str:
 def markdown(estimate: dict, known: dict) -> str:
     table = rows(estimate, known)
     lines = [f"Preset `{estimate.get('preset')}`, {estimate.get('num_leaked')} leaked off-trajectory photos per run, "
-             "pose search `global`. Errors: every leaked photo; gain: SSMA leakage minus the same victim's SMA "
-             "leakage (scene colour map); share: estimated-pose gain / known-pose gain.", "",
+             "pose search `global`. Errors: every leaked photo; gain: the SSMA attacker's margin over the floor minus "
+             "its SMA-phase margin on the same victim (scene colour map); share: estimated-pose gain / known-pose "
+             "gain.", "",
              "| room | defense | seed | rotation error (deg) | translation error | gain cmPSNR est / known (dB) | "
              "share | gain cm lum-SSIM est / known | share |", "|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         shares = [_share(r[f"estimate_gain_{m}"], r[f"known_gain_{m}"]) for m in GAIN_METRICS]
         lines.append(f"| {r['room']} | {r['defense']} | {r['seed']} | {', '.join(_f(v, 1) for v in r['rotation_deg'])} | "
-                     f"{', '.join(_f(v, 3) for v in r['translation'])} | {_f(r['estimate_gain_leakage_cmpsnr'])} / "
-                     f"{_f(r['known_gain_leakage_cmpsnr'])} | {_f(shares[0])} | "
-                     f"{_f(r['estimate_gain_leakage_cm_lum_ssim'], 3)} / {_f(r['known_gain_leakage_cm_lum_ssim'], 3)} | "
+                     f"{', '.join(_f(v, 3) for v in r['translation'])} | {_f(r['estimate_gain_attack_leakage_cmpsnr'])} / "
+                     f"{_f(r['known_gain_attack_leakage_cmpsnr'])} | {_f(shares[0])} | "
+                     f"{_f(r['estimate_gain_attack_leakage_cm_lum_ssim'], 3)} / {_f(r['known_gain_attack_leakage_cm_lum_ssim'], 3)} | "
                      f"{_f(shares[1])} |")
     lines += ["", "| room | photos | median rotation (deg) | median translation | median share cmPSNR | "
               "median share cm lum-SSIM | goal |", "|---|---|---|---|---|---|---|"]
@@ -106,3 +112,11 @@ def markdown(estimate: dict, known: dict) -> str:
               f"{MAX_TRANSLATION:g} units, and the estimated-pose gain >= {MIN_SHARE:.0%} of the known-pose gain "
               "(a share is n/a where the known pose added nothing)."]
     return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, estimate: dict, known: dict) -> bool:
+    return replace_block(readme, BEGIN, END, f"{BEGIN}\n{markdown(estimate, known)}{END}")
+
+
+def readme_matches(readme: Path, estimate: dict, known: dict) -> bool:
+    return block_matches(readme, BEGIN, END, f"{BEGIN}\n{markdown(estimate, known)}{END}")

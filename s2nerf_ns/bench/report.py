@@ -108,19 +108,32 @@ def readme_block(results: dict) -> str:
 
 def update_readme(readme: Path, results: dict) -> bool:
     """Replace the README's results block with the one the results give; True if the file changed."""
+    return replace_block(readme, BEGIN, END, readme_block(results))
+
+
+def readme_matches(readme: Path, results: dict) -> bool:
+    """Whether the README's results block is exactly what the results give."""
+    return block_matches(readme, BEGIN, END, readme_block(results))
+
+
+def _block(begin: str, end: str) -> "re.Pattern[str]":
+    return re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+
+
+def replace_block(readme: Path, begin: str, end: str, generated: str) -> bool:
+    """Replace the first ``begin ... end`` block of a file by ``generated`` (which holds both markers)."""
     text = readme.read_text()
-    if not BLOCK.search(text):
-        raise SystemExit(f"{readme} has no {BEGIN} ... {END} block")
-    new = BLOCK.sub(lambda _: readme_block(results), text, count=1)
+    if not _block(begin, end).search(text):
+        raise SystemExit(f"{readme} has no {begin} ... {end} block")
+    new = _block(begin, end).sub(lambda _: generated, text, count=1)
     if new != text:
         readme.write_text(new)
     return new != text
 
 
-def readme_matches(readme: Path, results: dict) -> bool:
-    """Whether the README's results block is exactly what the results give."""
-    found = BLOCK.search(readme.read_text())
-    return bool(found) and found.group(0) == readme_block(results)
+def block_matches(readme: Path, begin: str, end: str, generated: str) -> bool:
+    found = _block(begin, end).search(readme.read_text())
+    return bool(found) and found.group(0) == generated
 
 
 def load(path: Path) -> Dict:

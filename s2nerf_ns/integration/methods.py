@@ -4,7 +4,7 @@ splitnerf       undefended split training (the paper's SplitNeRF)
 s2nerf          split training with the S²NeRF gradient-noise defense (c = 1.2, r = 1e-4)
 s2nerf-central  the unsplit twin of the same architecture (for equivalence tests and overhead numbers)
 s2nerf-lite     S²NeRF with the smallest client the protocol allows
-s2nerf-plus     S²NeRF noise, with appearance kept on the client (the server's fields carry density only)
+s2nerf-plus     appearance kept on the client (the server's fields carry density only): the frontier's best setting
 splitnerf-sma   surrogate model attack on undefended SplitNeRF
 s2nerf-sma      surrogate model attack against S²NeRF
 splitnerf-ssma  scene-aided surrogate model attack (leaked photos) on SplitNeRF
@@ -113,10 +113,9 @@ METHODS: Dict[str, Tuple[Callable[[], TrainerConfig], str]] = {
                        "Unsplit twin of the split NeRF architecture (no channel), for equivalence and overhead checks."),
     "s2nerf-lite": (lambda: split_trainer("s2nerf-lite", lite_model(defense=paper_defense())),
                     "S²NeRF-lite: minimal client (last density layer + small colour head), S²NeRF defense."),
-    "s2nerf-plus": (lambda: split_trainer("s2nerf-plus", SplitNerfModelConfig(defense=paper_defense(),
-                                                                              client_appearance=True)),
-                    "S²NeRF+: the paper's noise (c=1.2, r=1e-4) plus appearance kept on the client (tri-plane); "
-                    "the server's fields carry density only."),
+    "s2nerf-plus": (lambda: split_trainer("s2nerf-plus", SplitNerfModelConfig(client_appearance=True)),
+                    "S²NeRF+: appearance kept on the client (tri-plane), the server's fields carry density only; "
+                    "the frontier's best setting (docs/results/frontier_cpu), no gradient noise."),
     "splitnerf-sma": (lambda: split_trainer("splitnerf-sma", SplitNerfModelConfig(), AttackPipelineConfig),
                       "Surrogate model attack by a curious server on undefended SplitNeRF training."),
     "s2nerf-sma": (lambda: split_trainer("s2nerf-sma", SplitNerfModelConfig(defense=paper_defense()),

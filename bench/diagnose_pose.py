@@ -1,0 +1,106 @@
+"""Why the global pose search misses: is the true pose the minimum of the search's own objective?
+
+Loads a scene-aided run (``s2nerf-bench privacy ... --pose known --num-leaked 2``), and for each leaked
+photo scores, with the search's final colour-invariant loss (``pose_search.final_loss``), the true pose, the
+true pose perturbed by growing rotations and translations, and every training pose. Two render functions:
+the attacker's (surrogate through the server's fields: what the search uses) and the victim's own render
+(an oracle with the client's true colours: what a perfect surrogate could reach). If the true pose is not
+the lowest loss even for the oracle, no search over this objective can find it at this resolution.
+
+    python bench/diagnose_pose.py --config <run>/config.yml --out diagnosis.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.utils.eval_utils import eval_setup
+
+from s2nerf_ns.attacks.pose import pose_errors
+from s2nerf_ns.attacks.pose_search import PoseSearchConfig, final_loss
+
+
+def rotate(c2w: torch.Tensor, axis: torch.Tensor, degrees: float) -> torch.Tensor:
+    axis = axis / axis.norm()
+    k = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    angle = math.radians(degrees)
+    rot = torch.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+    out = c2w.clone()
+    out[:, :3] = rot @ c2w[:, :3]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("pose_diagnosis.json"))
+    parser.add_argument("--views", type=int, nargs="*", default=None, help="leaked photos to score (default: all)")
+    args = parser.parse_args()
+    _, pipeline, _, _ = eval_setup(args.config, test_mode="inference")
+    pipeline.eval()
+    device = pipeline.device
+    cfg = PoseSearchConfig()
+    attacker = pipeline.scene_attacker
+
+    def surrogate(origins, directions):
+        return attacker.render(pipeline.embed, origins, directions)
+
+    def victim(origins, directions):
+        bundle = RayBundle(origins=origins, directions=directions, pixel_area=torch.full_like(origins[:, :1], 1e-6),
+                           camera_indices=torch.zeros_like(origins[:, :1], dtype=torch.long))
+        return pipeline.model(bundle)["rgb"]
+
+    dataset = pipeline.leak_datamanager.train_dataset
+    training = pipeline.datamanager.train_dataset.cameras.camera_to_worlds.to(device)
+    report = {"config": str(args.config), "views": []}
+    gen = torch.Generator().manual_seed(0)
+    for i in (range(len(dataset)) if args.views is None else args.views):
+        image = dataset.get_image_float32(i)[..., :3].to(device)
+        truth = pipeline.true_leak_c2w[i].cpu()
+        intr = attacker.intrinsics[i]
+        probes = {"true": truth}
+        for deg in (2, 5, 10, 20, 45, 90, 180):
+            for j in range(3):
+                probes[f"rot{deg}_{j}"] = rotate(truth, torch.randn(3, generator=gen), deg)
+        for dist in (0.05, 0.1, 0.25, 0.5):
+            for j in range(3):
+                moved = truth.clone()
+                step = torch.randn(3, generator=gen)
+                moved[:, 3] += dist * step / step.norm()
+                probes[f"move{dist}_{j}"] = moved
+        names = list(probes)
+        poses = torch.stack([probes[n] for n in names]).to(device)
+        entry = {"leaked": i}
+        with torch.no_grad():
+            for label, render in (("surrogate", surrogate), ("victim_oracle", victim)):
+                probe_loss, _ = final_loss(render, image, poses, intr, cfg)
+                train_loss, _ = final_loss(render, image, training, intr, cfg)
+                losses = dict(zip(names, probe_loss.tolist()))
+                best_train = int(train_loss.argmin())
+                errs = pose_errors(training[best_train].cpu(), truth)
+                entry[label] = {
+                    "loss_true": losses["true"],
+                    "probes_below_true": sorted(n for n, v in losses.items() if n != "true" and v < losses["true"]),
+                    "min_probe": min(losses.items(), key=lambda kv: kv[1]),
+                    "training_poses_below_true": int((train_loss < losses["true"]).sum()),
+                    "best_training_pose": {"index": best_train, "loss": float(train_loss[best_train]), **errs},
+                    "losses": losses,
+                }
+        report["views"].append(entry)
+        for label in ("surrogate", "victim_oracle"):
+            e = entry[label]
+            print(f"photo {i} {label}: loss at true pose {e['loss_true']:.4f}; probes below it: "
+                  f"{len(e['probes_below_true'])}/{len(names) - 1} {e['probes_below_true'][:6]}; training poses below: "
+                  f"{e['training_poses_below_true']}/{len(training)}; best training pose {e['best_training_pose']}",
+                  flush=True)
+        args.out.write_text(json.dumps(report, indent=2))  # after every photo: a long run keeps what it has
+
+
+if __name__ == "__main__":
+    main()
