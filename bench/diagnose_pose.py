@@ -2,9 +2,10 @@
 
 Loads a scene-aided run (``s2nerf-bench privacy ... --pose known --num-leaked 2``), and for each leaked
 photo scores, with the search's final colour-invariant loss (``pose_search.final_loss``), the true pose, the
-true pose perturbed by growing rotations and translations, and every training pose. Two render functions:
-the attacker's (surrogate through the server's fields: what the search uses) and the victim's own render
-(an oracle with the client's true colours: what a perfect surrogate could reach). If the true pose is not
+true pose perturbed by growing rotations and translations, and every training pose. Render functions: the
+attacker's (surrogate through the server's fields: what the search uses), the victim's own render (an
+oracle with the client's true colours: what a perfect surrogate could reach) and the embedding attack's
+false colours (a PCA of the server's own ``h``: no training at all). If the true pose is not
 the lowest loss even for the oracle, no search over this objective can find it at this resolution.
 
     python bench/diagnose_pose.py --config <run>/config.yml --out diagnosis.json
@@ -41,6 +42,9 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("pose_diagnosis.json"))
     parser.add_argument("--views", type=int, nargs="*", default=None, help="leaked photos to score (default: all)")
+    parser.add_argument("--renders", nargs="*", default=["surrogate", "victim_oracle"],
+                        choices=["surrogate", "victim_oracle", "embedding"],
+                        help="render functions to score with (embedding: the PCA of the server's own h, no training)")
     args = parser.parse_args()
     _, pipeline, _, _ = eval_setup(args.config, test_mode="inference")
     pipeline.eval()
@@ -56,6 +60,11 @@ def main() -> None:
                            camera_indices=torch.zeros_like(origins[:, :1], dtype=torch.long))
         return pipeline.model(bundle)["rgb"]
 
+    def embedding(origins, directions):
+        h, _ = pipeline.embed(origins, directions)
+        return pipeline.embedding_attack.render(h).to(origins.device)
+
+    functions = {"surrogate": surrogate, "victim_oracle": victim, "embedding": embedding}
     dataset = pipeline.leak_datamanager.train_dataset
     training = pipeline.datamanager.train_dataset.cameras.camera_to_worlds.to(device)
     report = {"config": str(args.config), "views": []}
@@ -78,7 +87,7 @@ def main() -> None:
         poses = torch.stack([probes[n] for n in names]).to(device)
         entry = {"leaked": i}
         with torch.no_grad():
-            for label, render in (("surrogate", surrogate), ("victim_oracle", victim)):
+            for label, render in ((name, functions[name]) for name in args.renders):
                 probe_loss, _ = final_loss(render, image, poses, intr, cfg)
                 train_loss, _ = final_loss(render, image, training, intr, cfg)
                 losses = dict(zip(names, probe_loss.tolist()))
@@ -93,7 +102,7 @@ def main() -> None:
                     "losses": losses,
                 }
         report["views"].append(entry)
-        for label in ("surrogate", "victim_oracle"):
+        for label in args.renders:
             e = entry[label]
             print(f"photo {i} {label}: loss at true pose {e['loss_true']:.4f}; probes below it: "
                   f"{len(e['probes_below_true'])}/{len(names) - 1} {e['probes_below_true'][:6]}; training poses below: "

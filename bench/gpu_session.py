@@ -92,13 +92,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", choices=("frontier", "pose", "both"), default="both")
     parser.add_argument("--max-tasks", type=int, default=0, help="0: all")
+    parser.add_argument("--skip-references", action="store_true",
+                        help="no splitnerf + paper-point tasks (already run into another folder)")
+    parser.add_argument("--skip", nargs="*", default=[], help="frontier points to leave out, as family:value")
+    parser.add_argument("--seed-major", action="store_true",
+                        help="every point at the first seed before any at the next (default: seeds interleaved)")
     args = parser.parse_args()
     start = time.time()
     work, runs = args.work, args.work / "runs"
     (work / "logs").mkdir(parents=True, exist_ok=True)
+    (work / "claims").mkdir(exist_ok=True)
     frontier = frontier_tasks(args.preset, work, runs) if args.only in ("frontier", "both") else []
+    skip = {(f, float(v)) for f, v in (item.split(":") for item in args.skip)}
+    frontier = [(n, c) for n, c in frontier if not (args.skip_references and n.endswith("_reference"))
+                and not any(n.endswith(f"_{f}_{v:g}") for f, v in skip)]
     pose = pose_tasks(args.preset, work) if args.only in ("pose", "both") else []
-    tasks = interleave(frontier, pose) if frontier and pose else frontier + pose
+    if args.seed_major:
+        frontier.sort(key=lambda task: SEEDS.index(int(task[1][task[1].index("--seeds") + 1])))  # stable
+    tasks = interleave(frontier, pose) if frontier and pose and not args.skip_references else frontier + pose
     if args.max_tasks:
         tasks = tasks[:args.max_tasks]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -111,6 +122,10 @@ def main() -> None:
                 if not queue or time.time() - start > args.start_until:
                     return
                 name, cmd = queue.pop(0)
+                try:  # a claim per task: several runners may share one --work folder
+                    os.close(os.open(work / "claims" / name, os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    continue
                 status[name] = "running"
             t0 = time.time()
             with open(work / "logs" / f"{name}.log", "w") as log:

@@ -8,7 +8,7 @@ import pytest
 from s2nerf_ns.bench import frontier, frontier_report, pose_report
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED_FRONTIER = ROOT / "docs" / "results" / "frontier_cpu" / "frontier.json"
+COMMITTED_FRONTIER = ROOT / "docs" / "results" / "frontier_cpu_2core" / "frontier.json"
 COMMITTED_POSE = ROOT / "docs" / "results" / "pose_global_cpu"
 
 

@@ -108,6 +108,7 @@ def run_point(room: str, family: Optional[str], value: float, preset: Preset, ou
         "epsilon": None if privacy is None else privacy["epsilon"],
         "delta": None if privacy is None else privacy["delta"],
         "privacy": privacy, "train_seconds": time.perf_counter() - start, "run_dir": str(run_dir),
+        "nmi_debiased": True,  # NMI less its permutation baseline (evaluation.leakage.nmi)
     }
     return record
 

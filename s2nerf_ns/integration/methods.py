@@ -115,7 +115,7 @@ METHODS: Dict[str, Tuple[Callable[[], TrainerConfig], str]] = {
                     "S²NeRF-lite: minimal client (last density layer + small colour head), S²NeRF defense."),
     "s2nerf-plus": (lambda: split_trainer("s2nerf-plus", SplitNerfModelConfig(client_appearance=True)),
                     "S²NeRF+: appearance kept on the client (tri-plane), the server's fields carry density only; "
-                    "the frontier's best setting (docs/results/frontier_cpu), no gradient noise."),
+                    "the frontier's best setting (docs/results/frontier_cpu_2core), no gradient noise."),
     "splitnerf-sma": (lambda: split_trainer("splitnerf-sma", SplitNerfModelConfig(), AttackPipelineConfig),
                       "Surrogate model attack by a curious server on undefended SplitNeRF training."),
     "s2nerf-sma": (lambda: split_trainer("s2nerf-sma", SplitNerfModelConfig(defense=paper_defense()),
