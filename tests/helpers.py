@@ -1,8 +1,12 @@
-"""Build and train registered methods in-process on a tiny room (CPU, seconds)."""
+"""Build and train registered methods in-process on a tiny room (CPU, seconds), and the synthetic split
+scene the attacker unit tests share."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
+
+import torch
 
 from nerfstudio.engine.trainer import TrainerConfig
 
@@ -27,3 +31,35 @@ def train(config: TrainerConfig):
     trainer.setup()
     trainer.train()
     return trainer
+
+
+TINY_HEAD = dict(encoding_dim=8, hidden_dim=16, num_density_layers=2, geo_feat_dim=7, cut_depth=1, sh_levels=2,
+                 color_hidden_dim=16, num_color_layers=2)
+"""Client-head architecture of the synthetic attack tests."""
+
+
+class SyntheticRays(NamedTuple):
+    pos: torch.Tensor
+    h: torch.Tensor
+    y: torch.Tensor
+    origins: torch.Tensor
+    dirs: torch.Tensor
+    bins: torch.Tensor
+    idx: torch.Tensor
+
+
+def synthetic_rays(num_rays: int, num_samples: int = 12, dead_units: int = 0, width: int = 16) -> SyntheticRays:
+    """A smooth synthetic "scene" for attack tests: server embeddings ``h`` [R, S, 16] of random sample
+    positions ``pos``, pixels ``y`` [R, 3] that depend on them, rays, bins and (image, row, col) indices of
+    ``width x width`` views. ``dead_units`` leading channels of ``h`` are zero (what partial noise fills).
+    Draws from torch's global generator, always in the same order (seed it first)."""
+    pos = torch.rand(num_rays, num_samples, 3)
+    h = torch.relu(torch.sin(pos @ (torch.randn(3, 16) * 2)) + 0.2)
+    h[..., :dead_units] = 0.0
+    y = torch.sigmoid((h.mean(1) @ torch.randn(16, 3)) * 2)
+    origins = torch.zeros(num_rays, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(num_rays, 3), dim=-1)
+    bins = torch.linspace(0, 1, num_samples + 1).expand(num_rays, num_samples + 1).contiguous()
+    n, pixels = torch.arange(num_rays), width * width
+    idx = torch.stack([n // pixels, (n % pixels) // width, n % width], -1)
+    return SyntheticRays(pos, h, y, origins, dirs, bins, idx)

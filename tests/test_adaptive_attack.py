@@ -10,9 +10,9 @@ from s2nerf_ns.evaluation.leakage import affine_color_fit
 from s2nerf_ns.protocol.channel import ServerView
 from s2nerf_ns.protocol.client import ClientHead
 from s2nerf_ns.protocol.rendering import VolumeRenderer
+from helpers import TINY_HEAD, synthetic_rays
 
-ARCH = dict(encoding_dim=8, hidden_dim=16, num_density_layers=2, geo_feat_dim=7, cut_depth=1, sh_levels=2,
-            color_hidden_dim=16, num_color_layers=2)
+ARCH = TINY_HEAD
 
 
 def defended_victim_and_attack(defense: DefenseConfig, adaptive: bool, steps: int = 60, seed: int = 0):
@@ -20,15 +20,9 @@ def defended_victim_and_attack(defense: DefenseConfig, adaptive: bool, steps: in
     crossing; the attacker sees only (rays, h, defended g) and the defense's public configuration.
     Returns the dummies' error after the best affine colour map, relative to the constant image's."""
     torch.manual_seed(seed)
-    R, S = 256, 12
-    pos = torch.rand(R, S, 3)
-    h = torch.relu(torch.sin(pos @ (torch.randn(3, 16) * 2)) + 0.2)
-    h[..., :3] = 0.0  # dead units: what partial noise fills
-    y = torch.sigmoid((h.mean(1) @ torch.randn(16, 3)) * 2)
+    R = 256
+    pos, h, y, origins, dirs, bins, idx = synthetic_rays(R, dead_units=3)  # dead units: what partial noise fills
     renderer = VolumeRenderer("last_sample")
-    origins, dirs = torch.zeros(R, 3), torch.nn.functional.normalize(torch.randn(R, 3), dim=-1)
-    bins = torch.linspace(0, 1, S + 1).expand(R, S + 1).contiguous()
-    idx = torch.stack([torch.zeros(R, dtype=torch.long), torch.arange(R) // 16, torch.arange(R) % 16], -1)
     client = ClientHead(**ARCH)
     opt = torch.optim.Adam(client.parameters(), lr=1e-2)
     guard = defense.setup(seed=seed, schedule_steps=steps)

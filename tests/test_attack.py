@@ -9,7 +9,7 @@ import torch
 from s2nerf_ns.evaluation.leakage import affine_color_fit, leakage_metrics
 from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig, SurrogateAttacker
 from s2nerf_ns.protocol.client import ClientHead
-from helpers import tiny_config, train
+from helpers import TINY_HEAD, synthetic_rays, tiny_config, train
 
 
 def reachable(root, max_objects=200_000):
@@ -92,22 +92,14 @@ def test_leakage_metrics_baseline_and_affine_invariance():
 def synthetic_victim_and_attack(lambda_g: float, steps: int = 150):
     """A known client head trained on fixed embeddings; the attacker sees only (h, g)."""
     torch.manual_seed(0)
-    arch = dict(encoding_dim=8, hidden_dim=16, num_density_layers=2, geo_feat_dim=7, cut_depth=1, sh_levels=2,
-                color_hidden_dim=16, num_color_layers=2)
-    R, S = 256, 12
+    arch = TINY_HEAD
+    R = 256
     # A smooth "scene": embeddings of a trained-looking server field, and pixels that depend on them.
-    pos = torch.rand(R, S, 3)
-    h = torch.relu(torch.sin(pos @ (torch.randn(3, 16) * 2)) + 0.2)
-    mixing = torch.randn(16, 3)
-    y = torch.sigmoid((h.mean(1) @ mixing) * 2)
+    pos, h, y, origins, dirs, bins, idx = synthetic_rays(R)
     from s2nerf_ns.protocol.channel import ServerView
     from s2nerf_ns.protocol.rendering import VolumeRenderer
 
     renderer = VolumeRenderer("last_sample")
-
-    origins, dirs = torch.zeros(R, 3), torch.nn.functional.normalize(torch.randn(R, 3), dim=-1)
-    bins = torch.linspace(0, 1, S + 1).expand(R, S + 1).contiguous()
-    idx = torch.stack([torch.zeros(R, dtype=torch.long), torch.arange(R) // 16, torch.arange(R) % 16], -1)
     client = ClientHead(**arch)
     opt = torch.optim.Adam(client.parameters(), lr=1e-2)
     attacker = SurrogateAttackConfig(lambda_g=lambda_g).setup(num_images=1, image_height=16, image_width=16,

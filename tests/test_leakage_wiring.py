@@ -14,7 +14,7 @@ from s2nerf_ns.integration.attack_pipeline import aggregate, derived_leakage, lo
 from s2nerf_ns.protocol.channel import ServerView
 from s2nerf_ns.protocol.client import ClientHead
 from s2nerf_ns.protocol.rendering import VolumeRenderer
-from helpers import tiny_config, train
+from helpers import TINY_HEAD, synthetic_rays, tiny_config, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -99,16 +99,10 @@ def _synthetic_attack(noise_gradients: bool, steps: int = 150):
     """A client head trained on fixed embeddings of two 16 x 16 views; the attacker sees (h, g), where g is
     the client's true gradient, or pure noise of the same shape (the negative control)."""
     torch.manual_seed(0)
-    arch = dict(encoding_dim=8, hidden_dim=16, num_density_layers=2, geo_feat_dim=7, cut_depth=1, sh_levels=2,
-                color_hidden_dim=16, num_color_layers=2)
-    R, S = 512, 12
-    pos = torch.rand(R, S, 3)
-    h = torch.relu(torch.sin(pos @ (torch.randn(3, 16) * 2)) + 0.2)
-    y = torch.sigmoid((h.mean(1) @ torch.randn(16, 3)) * 2)
+    arch = TINY_HEAD
+    R = 512
+    pos, h, y, origins, dirs, bins, idx = synthetic_rays(R)  # two 16 x 16 views
     renderer = VolumeRenderer("last_sample")
-    origins, dirs = torch.zeros(R, 3), torch.nn.functional.normalize(torch.randn(R, 3), dim=-1)
-    bins = torch.linspace(0, 1, S + 1).expand(R, S + 1).contiguous()
-    idx = torch.stack([torch.arange(R) // 256, (torch.arange(R) % 256) // 16, torch.arange(R) % 16], -1)
     client = ClientHead(**arch)
     opt = torch.optim.Adam(client.parameters(), lr=1e-2)
     attacker = SurrogateAttackConfig().setup(num_images=2, image_height=16, image_width=16, head_kwargs=arch,
