@@ -75,7 +75,7 @@ def verdicts(records: Sequence[dict], metrics: Sequence[str] = METRICS) -> Dict[
             continue
         same_seeds = [r for r in records if r["room"] == room and r["family"] == "splitnerf" and r["seed"] in cell["seeds"]]
         ref = room_means(same_seeds).get((room, "splitnerf", 0.0))  # the undefended victim on the same seeds
-        entry = out.setdefault((family, value), {"rooms": {}, "psnr_lost": [], "ratios": {}, "excluded": 0})
+        entry = out.setdefault((family, value), {"rooms": {}, "excluded": 0})
         if ref is None:
             continue
         ratios = {}

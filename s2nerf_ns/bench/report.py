@@ -27,7 +27,6 @@ from typing import Dict, List, Optional
 
 BEGIN = "<!-- results:privacy -->"
 END = "<!-- /results -->"
-BLOCK = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
 
 
 def _fmt(stat: Optional[dict], digits: int, signed: bool = False) -> str:
