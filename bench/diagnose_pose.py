@@ -3,17 +3,19 @@
 Loads a scene-aided run (``s2nerf-bench privacy ... --pose known --num-leaked 2``), and for each leaked
 photo scores, with the search's final colour-invariant loss (``pose_search.final_loss``), the true pose, the
 true pose perturbed by growing rotations and translations, and every training pose. Render functions: the
-attacker's (surrogate through the server's fields: what the search uses), the victim's own render (an
-oracle with the client's true colours: what a perfect surrogate could reach) and the embedding attack's
+attacker's (surrogate through the server's fields: what the "colour-map" search uses), the surrogate's per-ray
+features regressed onto the photo with cross-validation (``feature_cv``: what the "feature-cv" search uses), the
+victim's own render (an oracle with the client's true colours: what a perfect surrogate could reach) and the embedding attack's
 false colours (a PCA of the server's own ``h``: no training at all). If the true pose is not
 the lowest loss even for the oracle, no search over this objective can find it at this resolution.
 
-    python bench/diagnose_pose.py --config <run>/config.yml --out diagnosis.json
+    python bench/diagnose_pose.py --config <run>/config.yml --out diagnosis.json [--size 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -43,13 +45,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("pose_diagnosis.json"))
     parser.add_argument("--views", type=int, nargs="*", default=None, help="leaked photos to score (default: all)")
     parser.add_argument("--renders", nargs="*", default=["surrogate", "victim_oracle"],
-                        choices=["surrogate", "victim_oracle", "embedding"],
+                        choices=["surrogate", "feature_cv", "victim_oracle", "embedding"],
                         help="render functions to score with (embedding: the PCA of the server's own h, no training)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="longer side (pixels) at which poses are compared (default: the search's final_size)")
     args = parser.parse_args()
     _, pipeline, _, _ = eval_setup(args.config, test_mode="inference")
     pipeline.eval()
     device = pipeline.device
-    cfg = PoseSearchConfig()
+    cfg = PoseSearchConfig() if args.size is None else PoseSearchConfig(final_size=args.size)
+    cv_cfg = dataclasses.replace(cfg, objective="feature-cv")
     attacker = pipeline.scene_attacker
 
     def surrogate(origins, directions):
@@ -64,10 +69,13 @@ def main() -> None:
         h, _ = pipeline.embed(origins, directions)
         return pipeline.embedding_attack.render(h).to(origins.device)
 
-    functions = {"surrogate": surrogate, "victim_oracle": victim, "embedding": embedding}
+    def features(origins, directions):
+        return attacker.features(pipeline.embed, origins, directions)
+
+    functions = {"surrogate": surrogate, "feature_cv": features, "victim_oracle": victim, "embedding": embedding}
     dataset = pipeline.leak_datamanager.train_dataset
     training = pipeline.datamanager.train_dataset.cameras.camera_to_worlds.to(device)
-    report = {"config": str(args.config), "views": []}
+    report = {"config": str(args.config), "size": cfg.final_size, "views": []}
     gen = torch.Generator().manual_seed(0)
     for i in (range(len(dataset)) if args.views is None else args.views):
         image = dataset.get_image_float32(i)[..., :3].to(device)
@@ -88,8 +96,9 @@ def main() -> None:
         entry = {"leaked": i}
         with torch.no_grad():
             for label, render in ((name, functions[name]) for name in args.renders):
-                probe_loss, _ = final_loss(render, image, poses, intr, cfg)
-                train_loss, _ = final_loss(render, image, training, intr, cfg)
+                objective = cv_cfg if label == "feature_cv" else cfg
+                probe_loss, _ = final_loss(render, image, poses, intr, objective)
+                train_loss, _ = final_loss(render, image, training, intr, objective)
                 losses = dict(zip(names, probe_loss.tolist()))
                 best_train = int(train_loss.argmin())
                 errs = pose_errors(training[best_train].cpu(), truth)

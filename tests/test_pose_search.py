@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from s2nerf_ns.attacks.pose import pixel_rays, pose_errors, retrieve_pose
-from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, PoseSearchResult, fibonacci_sphere, look_rotations,
+from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, PoseSearchResult, checkerboard_folds, colour_fit, cv_fit,
+                                            fibonacci_sphere, look_rotations,
                                             search_pose)
 
 
@@ -168,7 +169,7 @@ def test_search_recovers_an_off_trajectory_pose_colour_invariantly(leak_case):
 
 def test_search_never_receives_the_true_pose():
     params = list(inspect.signature(search_pose).parameters)
-    assert params == ["render", "image", "intrinsics", "training_c2w", "config", "seed"]
+    assert params == ["render", "image", "intrinsics", "training_c2w", "config", "seed", "region"]
     assert not any("true" in p or "truth" in p or "gt" == p for p in params)
     fields = PoseSearchConfig.__dataclass_fields__
     assert not any("true" in name or "truth" in name for name in fields)
@@ -226,7 +227,7 @@ def test_scene_aided_attacker_uses_the_global_search(monkeypatch):
     chosen[:, 3] = torch.tensor([0.1, -0.2, 0.3])
     seen = {}
 
-    def fake_search(render, image, intrinsics, training_c2w, config=None, seed=0):
+    def fake_search(render, image, intrinsics, training_c2w, config=None, seed=0, region=None):
         seen.update(image_shape=tuple(image.shape), n_training=len(training_c2w))
         return PoseSearchResult(c2w=chosen, loss=0.5, top_c2w=chosen[None], top_loss=torch.tensor([0.5]),
                                 coarse_c2w=chosen[None], coarse_score=torch.tensor([0.5]), local_c2w=chosen[None],
@@ -238,3 +239,45 @@ def test_scene_aided_attacker_uses_the_global_search(monkeypatch):
                                      lambda step: None, rounds=0, refine_steps=0, fit_steps=0, search="global")
     assert torch.allclose(attacker.leak_c2w[0], chosen) and bool(attacker.pose_ready)
     assert report[0]["search"] == "global" and seen == {"image_shape": (8, 8, 3), "n_training": 5}
+
+
+# --------------------------------------------------------------------------------------------- feature-cv objective
+def feature_render(origins: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """A server-like feature render: 12 channels that are a fixed nonlinear function of the wall colours (no affine
+    or quadratic colour map of which reproduces the colours), plus the distance to the wall hit."""
+    rgb = room_render(origins, directions)
+    proj = torch.randn(3, 11, generator=torch.Generator().manual_seed(5))
+    safe = torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
+    t = ((torch.where(safe > 0, 1.0, -1.0) - origins) / safe).min(dim=-1).values
+    return torch.cat([torch.tanh(2.0 * (rgb - 0.5) @ proj), t[:, None]], dim=-1)
+
+
+def test_cv_fit_predicts_held_out_pixels_only_from_informative_features():
+    gen = torch.Generator().manual_seed(0)
+    h, w = 12, 16
+    target = torch.rand(h * w, 3, generator=gen)
+    informative = torch.cat([target @ torch.randn(3, 5, generator=gen), torch.randn(h * w, 3, generator=gen)], -1)
+    noise = torch.randn(h * w, 8, generator=gen)
+    fitted = cv_fit(torch.stack([informative, noise]), target, h, w, blocks=4, ridge=1e-6)
+    err = (fitted - target).pow(2).mean(dim=(1, 2))
+    assert float(err[0]) < 1e-6  # a linear function of the features: predicted on the held-out fold
+    # independent features: held-out error at least the target's variance (an in-sample fit would be lower)
+    assert float(err[1]) > float(target.var(dim=0).mean())
+    in_sample = colour_fit(noise[None, :, :3], target)
+    assert float((in_sample - target).pow(2).mean()) < float(err[1])
+    folds = checkerboard_folds(h, w, 4)
+    assert folds.shape == (h * w,) and 0.4 < float(folds.float().mean()) < 0.6
+
+
+def test_feature_cv_search_recovers_an_off_trajectory_pose_from_nonlinear_features():
+    train = training_poses()
+    image = render_photo(LEAK_C2W)
+    cfg = PoseSearchConfig(objective="feature-cv", gradient_weight=0.0)
+    with single_thread():
+        result = search_pose(feature_render, image, INTRINSICS, train, cfg, seed=0)
+    errors = pose_errors(result.c2w, LEAK_C2W)
+    print("feature-cv search errors", errors, "timings", result.timings)
+    assert errors["rotation_error_deg"] <= 3.0 and errors["translation_error"] <= 0.05
+    # the colour-map objective cannot use these features (their first 3 channels are not an rgb render)
+    with pytest.raises(ValueError):
+        search_pose(feature_render, image, INTRINSICS, train, PoseSearchConfig(objective="nonsense"), seed=0)

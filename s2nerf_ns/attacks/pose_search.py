@@ -6,13 +6,15 @@ refinement that follows cannot recover. ``search_pose`` instead searches the who
 cameras and the whole sphere of viewing directions, coarse to fine:
 
 1. **Coarse (panoramas).** Candidate camera centres fill the bounding box of the training camera centres (enlarged
-   by a margin) plus the centres themselves. At each centre a low-resolution equirectangular panorama is rendered
+   by a margin) or the scene box (``PoseSearchConfig.region``), plus the centres themselves. At each centre a low-resolution equirectangular panorama is rendered
    once; the low-resolution view of *every* orientation candidate (a Fibonacci sphere of viewing directions x a few
    roll angles about the training cameras' mean up-vector) is then resampled from that panorama rather than
    rendered. Rendering cost is therefore ``positions x panorama pixels`` however many orientations are tried.
-2. **Scoring** is colour-invariant: each render is mapped onto the downsampled photo by its own best affine colour
-   map (3x4 least squares, as ``pose.affine_invariant_mse``); the score is the residual over the photo's variance
-   plus ``gradient_weight * (1 - NCC)`` of the image gradients. Renders are filtered like the downsampled photo
+2. **Scoring** is colour-invariant: each render is mapped onto the downsampled photo by its own best colour map
+   (objective "colour-map": affine or quadratic least squares, as ``pose.affine_invariant_mse``) or, from per-ray
+   features, by a ridge regression fitted on half the photo's pixels and scored on the other half (objective
+   "feature-cv", see ``PoseSearchConfig.objective``); the score is the residual over the photo's variance plus
+   ``gradient_weight * (1 - NCC)`` of the image gradients. Renders are filtered like the downsampled photo
    (``ImageLevel``), otherwise blur mismatch dominates the low-resolution loss.
 3. **Local search.** The ``top_k`` best mutually distinct coarse candidates are improved by a batched random
    perturbation search (rotation about the camera centre + translation, per-candidate step sizes shrinking after
@@ -20,8 +22,8 @@ cameras and the whole sphere of viewing directions, coarse to fine:
 4. **Coarse-to-fine Gauss-Newton.** The ``pyramid_candidates`` best are optimised together by Levenberg-Marquardt
    on an image pyramid (finite-difference Jacobians, batched renders), which follows the rotation/translation
    valleys that random search and first-order iNeRF crawl along.
-5. **Refinement and choice.** The ``num_refine`` best are refined with iNeRF (``pose.refine_pose``, jittered rays)
-   and, among refined and unrefined finalists, the pose with the lowest colour-invariant loss against the photo
+5. **Refinement and choice.** The ``num_refine`` best are refined with iNeRF (``pose.refine_pose``, jittered rays;
+   "colour-map" only) and, among refined and unrefined finalists, the pose with the lowest colour-invariant loss against the photo
    (at up to ``final_size`` pixels) is returned.
 
 The search never receives the true pose of the photo: it sees only the render function, the photo's pixels, its
@@ -46,6 +48,7 @@ from s2nerf_ns.attacks.pose import RenderFn, refine_pose
 from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
     PoseSearchConfig,
     PoseSearchResult,
+    attack_search_config,
     fibonacci_sphere,
     look_rotations,
     rotation_angle_deg,
@@ -53,6 +56,9 @@ from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
     downsample,
     camera_directions,
     colour_fit,
+    cv_fit,
+    checkerboard_folds,
+    fit_to_target,
     batched_scores,
     gradient_ncc,
     render_batched,
@@ -102,7 +108,7 @@ def pyramid_refine(render: RenderFn, image: Tensor, intrinsics: Sequence[float],
         target = level.target
 
         def residuals(c2w: Tensor) -> Tensor:
-            return fitted_residuals(level.render(render, c2w, cfg.max_rays_per_call), target, cfg.colour_model)
+            return fitted_residuals(level.render(render, c2w, cfg.max_rays_per_call), target, h, w, cfg)
 
         eps_rot = cfg.fd_pixels / max(fx, fy)
         eps = torch.tensor([eps_rot * depth_scale] * 3 + [eps_rot] * 3, device=device)
@@ -135,14 +141,15 @@ def pyramid_refine(render: RenderFn, image: Tensor, intrinsics: Sequence[float],
 
 def final_loss(render: RenderFn, image: Tensor, c2w: Tensor, intrinsics: Sequence[float], cfg: PoseSearchConfig
                ) -> Tuple[Tensor, int]:
-    """Colour-fit MSE (``colour_fit``) of each pose [C,3,4] against the photo downsampled to ``cfg.final_size`` (full
+    """MSE of each pose's render mapped onto the photo (``fit_to_target``), for each pose [C,3,4] against the photo downsampled to ``cfg.final_size`` (full
     resolution if smaller), renders supersampled and filtered like it; and the rays rendered."""
     level = ImageLevel.make(image, intrinsics, cfg.final_size, cfg.supersample)
     losses = []
     for i in range(0, len(c2w), max(1, cfg.max_rays_per_call // level.rays_per_view)):
         pred = level.render(render, c2w[i:i + max(1, cfg.max_rays_per_call // level.rays_per_view)],
                             cfg.max_rays_per_call)
-        losses.append((colour_fit(pred, level.target, cfg.colour_model) - level.target).pow(2).mean(dim=(1, 2)))
+        fitted = fit_to_target(pred, level.target, level.h, level.w, cfg)
+        losses.append((fitted - level.target).pow(2).mean(dim=(1, 2)))
     return torch.cat(losses), len(c2w) * level.rays_per_view
 
 
@@ -153,12 +160,15 @@ def search_pose(
     training_c2w: Float[Tensor, "N 3 4"],
     config: Optional[PoseSearchConfig] = None,
     seed: int = 0,
+    region: Optional[Float[Tensor, "2 3"]] = None,
 ) -> PoseSearchResult:
     """Estimate the camera pose of ``image`` (pixels only) without assuming it is near a training view.
 
-    ``render(origins, unit_directions) -> rgb`` may be wrong by an unknown (roughly affine) colour map;
+    ``render(origins, unit_directions)`` gives rgb that may be wrong by an unknown (roughly affine) colour map
+    (``config.objective`` "colour-map"), or per-ray features regressed onto the photo per candidate ("feature-cv");
     ``intrinsics`` = (fx, fy, cx, cy) of ``image``; ``training_c2w`` are the training camera poses the server was
-    sent (they define the search region and the up-vector prior only). The true pose is never an input.
+    sent (they define the search region, unless ``region``, and the up-vector prior only); ``region`` is the scene
+    box [2,3] (min, max corners), searched with ``config.region == "scene-box"``. The true pose is never an input.
     """
     cfg = config or PoseSearchConfig()
     t_start = time.perf_counter()
@@ -171,7 +181,7 @@ def search_pose(
     rays = 0
 
     # ---------------------------------------------------------------- coarse: panoramas at grid positions
-    positions, spacing = candidate_positions(training_c2w[:, :, 3], cfg)
+    positions, spacing = candidate_positions(training_c2w[:, :, 3], cfg, region)
     extent = float((positions.max(0).values - positions.min(0).values).max().clamp_min(1e-6))
     up = F.normalize(training_c2w[:, :, 1].mean(0), dim=0)
     rolls = torch.deg2rad(torch.tensor(cfg.roll_deg, dtype=torch.float32, device=device))
@@ -190,15 +200,15 @@ def search_pose(
     for i, p in enumerate(positions):
         rgb = render_batched(render, p.expand_as(pano_dirs), pano_dirs, chunk)
         rays += len(pano_dirs)
-        pano = rgb.reshape(ph * ss, pw * ss, 3).permute(2, 0, 1)[None]
+        pano = rgb.reshape(ph * ss, pw * ss, -1).permute(2, 0, 1)[None]
         if ss > 1:
             pano = F.avg_pool2d(pano, ss)
         pano = torch.cat([pano[..., -1:], pano, pano[..., :1]], dim=-1)  # circular in longitude
         views = F.grid_sample(pano, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]  # 3 O P
         if (sh, sw) != tuple(image.shape[:2]):  # filtered like the downsampled photo (see ImageLevel)
-            views = blur121(views.reshape(3, -1, sh, sw)).reshape(3, -1, sh * sw)
+            views = blur121(views.reshape(len(views), -1, sh, sw)).reshape(len(views), -1, sh * sw)
         views = views.permute(1, 2, 0)  # O P 3
-        coarse[i] = batched_scores(views, target, sh, sw, cfg.gradient_weight, cfg.colour_model)
+        coarse[i] = batched_scores(views, target, sh, sw, cfg)
     flat = coarse.reshape(-1)
     order = flat.argsort()
     pos_idx, rot_idx = order // len(rotations), order % len(rotations)
@@ -219,7 +229,7 @@ def search_pose(
     current = coarse_c2w.clone()
     pred = level.render(render, current, chunk)
     rays += len(current) * level.rays_per_view
-    current_score = batched_scores(pred, target, lh, lw, cfg.gradient_weight, cfg.colour_model)
+    current_score = batched_scores(pred, target, lh, lw, cfg)
     k = len(current)
     rot_sigma = torch.full((k,), math.radians(cfg.local_rot_deg), device=device)
     trans_sigma = torch.full((k,), cfg.local_trans * spacing, device=device)
@@ -235,7 +245,7 @@ def search_pose(
         a, s = trial.shape[:2]
         pred = level.render(render, trial.reshape(-1, 3, 4), chunk)
         rays += len(pred) * level.rays_per_view
-        scores = batched_scores(pred, target, lh, lw, cfg.gradient_weight, cfg.colour_model).reshape(a, s)
+        scores = batched_scores(pred, target, lh, lw, cfg).reshape(a, s)
         best_score, best = scores.min(dim=1)
         better = best_score < current_score[alive]
         current[alive] = torch.where(better[:, None, None], trial[torch.arange(a, device=device), best], current[alive])
@@ -260,7 +270,7 @@ def search_pose(
     t0 = time.perf_counter()
     starts = pyramid_c2w if len(pyramid_c2w) else local_c2w  # best first
     refined = []
-    if cfg.refine_steps > 0:
+    if cfg.refine_steps > 0 and cfg.objective == "colour-map":  # iNeRF compares rgb (see PoseSearchConfig.objective)
         for r, start in enumerate(starts[:cfg.num_refine]):
             with torch.enable_grad():
                 refined.append(refine_pose(render, image, start, intrinsics, steps=cfg.refine_steps,

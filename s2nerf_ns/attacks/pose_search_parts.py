@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +27,15 @@ class PoseSearchConfig:
     iNeRF ``num_refine x refine_steps x refine_rays`` (with gradients)."""
 
     # --- candidate positions
+    region: Literal["cameras", "scene-box"] = "cameras"
+    """Where candidate camera centres are searched: "cameras", the bounding box of the training camera centres
+    (enlarged by ``position_margin``), or "scene-box", the scene's axis-aligned box (``search_pose(region=...)``, the
+    box the server's fields are built on) shrunk by ``wall_margin``: photos taken from a corner of the room, far
+    from the training trajectory, lie outside the cameras' box."""
+    wall_margin: float = 0.08
+    """scene-box: distance kept from the box's faces, as a fraction of its largest extent."""
     num_positions: int = 48
-    """Approximate number of grid points filling the (enlarged) bounding box of the training camera centres."""
+    """Approximate number of grid points filling the search region."""
     position_margin: float = 0.15
     """Enlargement of the bounding box on every side, as a fraction of its largest extent."""
     min_margin: float = 0.05
@@ -51,6 +58,18 @@ class PoseSearchConfig:
     panorama_supersample: int = 1
     """Panorama rendered at this factor per side then average-pooled (anti-aliasing)."""
     # --- scoring
+    objective: Literal["colour-map", "feature-cv"] = "colour-map"
+    """What ``render`` returns and how a candidate is compared with the photo. "colour-map": ``render`` gives rgb,
+    mapped onto the photo by its own best colour map (``colour_model``). "feature-cv": ``render`` gives per-ray
+    features (any number of channels, e.g. ``SurrogateAttacker.render_features``); a ridge regression from them to the
+    photo's colours is fitted per candidate on half the photo's pixels (a checkerboard of ``cv_blocks`` blocks per
+    side) and scored on the other half, and vice versa. Cross-validation is what makes a flexible map usable: at a
+    wrong pose the features do not predict the held-out pixels, however well they fit the others. The iNeRF stage
+    needs rgb and is skipped with "feature-cv" (the Gauss-Newton stage gives the final precision)."""
+    cv_blocks: int = 6
+    """feature-cv: the checkerboard's blocks along each image side (blocks are at least 1 pixel)."""
+    ridge: float = 1e-4
+    """feature-cv: ridge penalty, relative to the mean diagonal of each fit's Gram matrix."""
     colour_model: str = "quadratic"
     """How the surrogate's colours may differ from the photo's: "affine" (3x4 map) or "quadratic" (affine in rgb and
     rgb^2, which also absorbs gamma-like tone curves; more discriminative when the map is not exactly affine)."""
@@ -112,6 +131,12 @@ class PoseSearchConfig:
     # --- batching
     max_rays_per_call: int = 1 << 16
     """Largest number of rays passed to ``render`` at once."""
+
+
+def attack_search_config(**overrides) -> PoseSearchConfig:
+    """The scene-aided attack's global search: the surrogate's features regressed onto the photo with cross-validation
+    (objective "feature-cv"), centres over the whole scene box (region "scene-box"); ``overrides`` replace fields."""
+    return PoseSearchConfig(**{"objective": "feature-cv", "region": "scene-box", **overrides})
 
 
 @dataclass
@@ -176,12 +201,24 @@ def rotation_angle_deg(a: Tensor, b: Tensor) -> Tensor:
     return torch.rad2deg(torch.arccos(cos))
 
 
-def candidate_positions(centres: Tensor, cfg: PoseSearchConfig) -> Tuple[Tensor, float]:
-    """Grid filling the enlarged bounding box of the training centres (+ the centres); also the grid spacing."""
-    lo, hi = centres.min(0).values, centres.max(0).values
-    extent = float((hi - lo).max())
-    margin = max(cfg.position_margin * extent, cfg.min_margin)
-    lo, hi = lo - margin, hi + margin
+def candidate_positions(centres: Tensor, cfg: PoseSearchConfig, aabb: Optional[Tensor] = None) -> Tuple[Tensor, float]:
+    """Grid filling the search region (``cfg.region``: the enlarged bounding box of the training centres, or the
+    scene box ``aabb`` [2,3] shrunk by ``cfg.wall_margin``), plus the training centres; also the grid spacing."""
+    if cfg.region == "scene-box":
+        if aabb is None:
+            raise ValueError('region "scene-box" needs the scene box (search_pose(region=aabb))')
+        lo, hi = aabb[0].to(centres), aabb[1].to(centres)
+        inset = cfg.wall_margin * float((hi - lo).max())
+        lo, hi = lo + inset, hi - inset
+        if bool((hi <= lo).any()):
+            raise ValueError(f"wall_margin {cfg.wall_margin} leaves nothing of the scene box {aabb.tolist()}")
+    elif cfg.region == "cameras":
+        lo, hi = centres.min(0).values, centres.max(0).values
+        extent = float((hi - lo).max())
+        margin = max(cfg.position_margin * extent, cfg.min_margin)
+        lo, hi = lo - margin, hi + margin
+    else:
+        raise ValueError(f"unknown search region {cfg.region!r} (cameras or scene-box)")
     size = hi - lo
     spacing = float((size.prod() / max(cfg.num_positions, 1)) ** (1.0 / 3.0))
     counts = [max(1, int(round(float(s) / spacing))) for s in size]
@@ -234,18 +271,60 @@ def colour_fit(pred: Float[Tensor, "C P 3"], target: Float[Tensor, "P 3"], model
     return x @ coef
 
 
-def batched_scores(pred: Float[Tensor, "C P 3"], target: Float[Tensor, "P 3"], h: int, w: int,
-                   gradient_weight: float, colour_model: str = "quadratic") -> Tensor:
+def checkerboard_folds(h: int, w: int, blocks: int, device=None) -> Tensor:
+    """Fold (0 or 1) [h*w] of each pixel (row-major): a checkerboard of about ``blocks`` blocks per side."""
+    size = max(1, min(h, w) // max(1, blocks))
+    rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return ((rows // size + cols // size) % 2).reshape(-1)
+
+
+def cv_fit(pred: Float[Tensor, "C P F"], target: Float[Tensor, "P 3"], h: int, w: int, blocks: int = 6,
+           ridge: float = 1e-4) -> Float[Tensor, "C P 3"]:
+    """Held-out predictions of the target from each candidate's features: a ridge regression (with offset) fitted on
+    one fold of a pixel checkerboard (``checkerboard_folds``) predicts the other fold, and vice versa. Gram matrices
+    in the input precision, solves in float64."""
+    folds = checkerboard_folds(h, w, blocks, pred.device)
+    out = torch.empty(*pred.shape[:2], target.shape[-1], device=pred.device, dtype=pred.dtype)
+    if bool((folds == 0).all()) or bool((folds == 1).all()):  # a single pixel: no held-out fold exists
+        folds = torch.zeros_like(folds)
+        pairs = [(folds == 0, folds == 0)]
+    else:
+        pairs = [(folds != f, folds == f) for f in (0, 1)]
+    for train, test in pairs:
+        x, y = pred[:, train], target[train]
+        mx, my = x.mean(dim=1, keepdim=True), y.mean(dim=0)
+        xc = x - mx
+        gram = (xc.transpose(1, 2) @ xc).double()
+        scale = gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)[:, None, None]
+        gram = gram + ridge * scale * torch.eye(gram.shape[-1], device=pred.device, dtype=gram.dtype)
+        coef = torch.linalg.solve(gram, (xc.transpose(1, 2) @ (y - my)).double()).to(pred.dtype)
+        out[:, test] = (pred[:, test] - mx) @ coef + my
+    return out
+
+
+def fit_to_target(pred: Float[Tensor, "C P F"], target: Float[Tensor, "P 3"], h: int, w: int,
+                  cfg: "PoseSearchConfig") -> Float[Tensor, "C P 3"]:
+    """Each candidate's render mapped onto the target, as ``cfg.objective`` says (see ``PoseSearchConfig``)."""
+    if cfg.objective == "feature-cv":
+        return cv_fit(pred, target, h, w, cfg.cv_blocks, cfg.ridge)
+    if cfg.objective != "colour-map":
+        raise ValueError(f"unknown pose-search objective {cfg.objective!r} (colour-map or feature-cv)")
+    return colour_fit(pred[..., :3], target, cfg.colour_model)
+
+
+def batched_scores(pred: Float[Tensor, "C P F"], target: Float[Tensor, "P 3"], h: int, w: int,
+                   cfg: "PoseSearchConfig") -> Tensor:
     """Colour-invariant dissimilarity [C] of each candidate render with the target (lower is better).
 
-    Each render is first mapped onto the target by its own best colour map (``colour_fit``); the score
-    is the residual divided by the target's variance, plus ``gradient_weight * (1 - NCC)`` of the image gradients of
-    the colour-mapped render and of the target (edges, insensitive to smooth shading errors)."""
-    fitted = colour_fit(pred, target, colour_model)  # C P 3
+    Each render is first mapped onto the target (``fit_to_target``: its own best colour map, or the held-out
+    predictions of a per-candidate regression from its features); the score is the residual divided by the target's
+    variance, plus ``gradient_weight * (1 - NCC)`` of the image gradients of the mapped render and of the target
+    (edges, insensitive to smooth shading errors)."""
+    fitted = fit_to_target(pred, target, h, w, cfg)  # C P 3
     resid = (fitted - target).pow(2).mean(dim=(1, 2))
     score = resid / target.var(dim=0).sum().clamp_min(1e-8) * 3
-    if gradient_weight > 0 and h > 1 and w > 1:
-        score = score + gradient_weight * (1.0 - gradient_ncc(fitted, target, h, w))
+    if cfg.gradient_weight > 0 and h > 1 and w > 1:
+        score = score + cfg.gradient_weight * (1.0 - gradient_ncc(fitted, target, h, w))
     return score
 
 
@@ -266,15 +345,16 @@ def gradient_ncc(pred: Tensor, target: Tensor, h: int, w: int) -> Tensor:
 @torch.no_grad()
 def render_batched(render: RenderFn, origins: Tensor, directions: Tensor, chunk: int) -> Tensor:
     out = [render(origins[i:i + chunk], directions[i:i + chunk]) for i in range(0, len(origins), chunk)]
-    return torch.cat(out)[..., :3].float()
+    return torch.cat(out).float()
 
 
 @torch.no_grad()
 def render_views(render: RenderFn, c2w: Tensor, dirs_cam: Tensor, chunk: int) -> Tensor:
-    """Renders [C, P, 3] of cameras ``c2w`` [C,3,4] at camera-frame pixel directions ``dirs_cam`` [P,3]."""
+    """Renders [C, P, F] of cameras ``c2w`` [C,3,4] at camera-frame pixel directions ``dirs_cam`` [P,3]."""
     dirs = torch.einsum("cij,pj->cpi", c2w[:, :, :3], dirs_cam)
     origins = c2w[:, None, :, 3].expand_as(dirs)
-    return render_batched(render, origins.reshape(-1, 3), dirs.reshape(-1, 3), chunk).reshape(len(c2w), -1, 3)
+    out = render_batched(render, origins.reshape(-1, 3), dirs.reshape(-1, 3), chunk)
+    return out.reshape(len(c2w), dirs.shape[1], -1)
 
 
 def blur121(images: Tensor) -> Tensor:
@@ -315,9 +395,9 @@ class ImageLevel:
         return ImageLevel(small.reshape(-1, 3), h, w, k, dirs, ss, (h, w) != tuple(image.shape[:2]))
 
     def filter(self, samples: Tensor) -> Tensor:
-        """Per-candidate samples [C, h*ss*w*ss, 3] -> pixels [C, h*w, 3] filtered like the target."""
-        c, ss = len(samples), self.ss
-        img = samples.reshape(c, self.h * ss, self.w * ss, 3)
+        """Per-candidate samples [C, h*ss*w*ss, F] -> pixels [C, h*w, F] filtered like the target."""
+        c, ss, nf = len(samples), self.ss, samples.shape[-1]
+        img = samples.reshape(c, self.h * ss, self.w * ss, nf)
         if ss > 1:
             x = img.permute(0, 3, 1, 2)
             x = F.interpolate(x, size=(self.h, self.w), mode="bilinear", antialias=True, align_corners=False) \
@@ -325,7 +405,7 @@ class ImageLevel:
             img = x.permute(0, 2, 3, 1)
         elif self.downsampled:
             img = blur121(img.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return img.reshape(c, self.h * self.w, 3)
+        return img.reshape(c, self.h * self.w, nf)
 
     def render(self, render: RenderFn, c2w: Tensor, chunk: int) -> Tensor:
         return self.filter(render_views(render, c2w, self.dirs_cam, chunk))
@@ -394,8 +474,9 @@ def _perturb(c2w: Tensor, rot_sigma: Tensor, trans_sigma: Tensor, n: int, gen: t
     return torch.cat([rot, centre[..., None]], dim=-1)
 
 
-def fitted_residuals(pred: Float[Tensor, "C P 3"], target: Float[Tensor, "P 3"], model: str = "quadratic") -> Tensor:
-    """Residuals [C, P*3] of each render after its own best colour map onto the target, over the target's standard
+def fitted_residuals(pred: Float[Tensor, "C P F"], target: Float[Tensor, "P 3"], h: int, w: int,
+                     cfg: PoseSearchConfig) -> Tensor:
+    """Residuals [C, P*3] of each render mapped onto the target (``fit_to_target``), over the target's standard
     deviation."""
     scale = target.var(dim=0).sum().clamp_min(1e-8).sqrt()
-    return ((colour_fit(pred, target, model) - target) / scale).reshape(len(pred), -1)
+    return ((fit_to_target(pred, target, h, w, cfg) - target) / scale).reshape(len(pred), -1)

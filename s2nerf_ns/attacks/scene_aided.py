@@ -54,6 +54,13 @@ class SceneAidedAttacker(nn.Module):
         h, bins = embed(origins, directions)
         return self.surrogate.render_rays(h, origins, directions, bins)
 
+    @torch.no_grad()
+    def features(self, embed: EmbedFn, origins: Tensor, directions: Tensor) -> Tensor:
+        """Per-ray features of the surrogate through the server's fields (``SurrogateAttacker.render_features``):
+        what the pose search's "feature-cv" objective regresses onto the photo."""
+        h, bins = embed(origins, directions)
+        return self.surrogate.render_features(h, origins, directions, bins)
+
     def rays(self, batch: LeakBatch) -> Tuple[Tensor, Tensor, Tensor]:
         """Rays of the batch's pixels from the attacker's current pose of each photo, with their colours."""
         device = self.leak_c2w.device
@@ -79,15 +86,24 @@ class SceneAidedAttacker(nn.Module):
     def estimate_poses(self, embed: EmbedFn, images: List[Float[Tensor, "H W 3"]],
                        candidates: Float[Tensor, "N 3 4"], next_batch: Callable[[int], LeakBatch],
                        rounds: int, refine_steps: int, fit_steps: int, search: str = "retrieval",
-                       search_config: Optional[PoseSearchConfig] = None) -> List[Dict[str, object]]:
+                       search_config: Optional[PoseSearchConfig] = None,
+                       scene_box: Optional[Float[Tensor, "2 3"]] = None) -> List[Dict[str, object]]:
         """A first estimate (``retrieval`` over the training poses, or the ``global`` search over positions and
-        orientations of :func:`~s2nerf_ns.attacks.pose_search.search_pose`), then rounds of (iNeRF refinement,
-        surrogate fitting)."""
+        orientations of :func:`~s2nerf_ns.attacks.pose_search.search_pose`, within the training cameras' box or
+        the ``scene_box`` [2,3] the server's fields are built on, as the search config's ``region`` says), then rounds of (iNeRF refinement,
+        surrogate fitting). After a global search with the "feature-cv" objective each round fits first, then
+        refines: that search's pose does not come from the surrogate's colours, which off the training trajectory are
+        too poor to refine against before they have seen the photo."""
         render = lambda o, d: self.render(embed, o, d)  # noqa: E731
+        search_config = search_config or PoseSearchConfig()
+        search_render = (lambda o, d: self.features(embed, o, d)) if search_config.objective == "feature-cv" \
+            else render
+        fit_first = search == "global" and search_config.objective == "feature-cv"
         report = []
         for i, image in enumerate(images):
             if search == "global":
-                result = search_pose(render, image, self.intrinsics[i], candidates, search_config, seed=i)
+                result = search_pose(search_render, image, self.intrinsics[i], candidates, search_config, seed=i,
+                                     region=scene_box)
                 self.leak_c2w[i] = result.c2w.to(self.leak_c2w.device)
                 report.append({"leaked": i, "search": "global", "search_loss": float(result.loss),
                                "after_retrieval_c2w": result.c2w.tolist()})
@@ -98,9 +114,13 @@ class SceneAidedAttacker(nn.Module):
                            "after_retrieval_c2w": candidates[best].tolist()})
         self.pose_ready.fill_(True)
         for round_index in range(rounds):
+            if fit_first:
+                for s in range(fit_steps):
+                    self.leak_step(embed, next_batch(s))
             for i, image in enumerate(images):
                 self.leak_c2w[i] = refine_pose(render, image, self.leak_c2w[i], self.intrinsics[i],
                                                steps=refine_steps, seed=round_index)
-            for s in range(fit_steps):
-                self.leak_step(embed, next_batch(s))
+            if not fit_first:
+                for s in range(fit_steps):
+                    self.leak_step(embed, next_batch(s))
         return report

@@ -343,6 +343,19 @@ class SurrogateAttacker(nn.Module):
         return self.renderer(head, h, origins, directions, bins, with_depth=False)["rgb"]
 
     @torch.no_grad()
+    def render_features(self, h: Float[Tensor, "R S D"], origins: Float[Tensor, "R 3"],
+                        directions: Float[Tensor, "R 3"], bins: Float[Tensor, "R S_plus_1"]) -> Float[Tensor, "R F"]:
+        """Per-ray features for colour-free comparisons: the surrogate head's last hidden colour activations,
+        composited with its own volume-rendering weights, and the accumulated opacity. The head's output layer maps
+        them to rgb logits, so a linear map of these features (fitted to a photo) is the surrogate with its output
+        layer refitted: what the pose search's ``feature-cv`` objective fits per candidate pose."""
+        samples = samples_from_bins(origins, directions, bins)
+        positions = samples.frustums.get_positions() if self.head.needs_positions else None
+        density, hidden = self.head.colour_features(h, samples.frustums.directions, positions)
+        weights = samples.get_weights(density)
+        return torch.cat([(weights * hidden).sum(dim=1), weights.sum(dim=1)], dim=-1)
+
+    @torch.no_grad()
     def render(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor) -> Tensor:
         """The attacker's render of any rays, from the server's own embeddings."""
         return self.render_rays(h, origins, directions, bins)

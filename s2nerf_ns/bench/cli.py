@@ -9,6 +9,8 @@ from typing import List, Literal, Optional, Union
 import tyro
 from typing_extensions import Annotated
 
+from s2nerf_ns.attacks.pose_search_parts import PoseSearchConfig, attack_search_config
+
 
 @dataclass
 class Privacy:
@@ -38,6 +40,9 @@ class Privacy:
     """Whether the SSMA attacker is told the leaked photo's pose or estimates it."""
     pose_search: Literal["retrieval", "global"] = "retrieval"
     """With --pose estimate: first guess by retrieval over the training poses, or the global search."""
+    search: PoseSearchConfig = field(default_factory=attack_search_config)
+    """With --pose-search global: the search's knobs (--search.objective, --search.region, --search.num-positions,
+    ...; see PoseSearchConfig), recorded in results.json."""
     num_leaked: int = 1
     """Leaked photos per cell (the rooms have 2 off-trajectory extra views; 2 scores the pose of each)."""
 
@@ -45,7 +50,8 @@ class Privacy:
         from s2nerf_ns.bench import privacy
 
         privacy.run(self.preset, self.out, self.rooms, self.defenses, self.seed, self.pose, self.seeds, self.steps,
-                    self.seed_list, pose_search=self.pose_search, num_leaked=self.num_leaked, post_training_steps=self.post_training_steps, replay_steps=self.replay_steps)
+                    self.seed_list, pose_search=self.pose_search, num_leaked=self.num_leaked,
+                    search_config=self.search, post_training_steps=self.post_training_steps, replay_steps=self.replay_steps)
         print((self.out / "results.md").read_text())
 
 

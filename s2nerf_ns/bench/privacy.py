@@ -24,6 +24,7 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from s2nerf_ns.attacks.pose_search import PoseSearchConfig, attack_search_config
 from s2nerf_ns.bench.common import PRESETS, Preset, environment, provenance, sized_config
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.evaluation.figures import save_image_grid
@@ -52,7 +53,7 @@ def cell_key(room: str, defense: str, seed: int) -> str:
 
 
 def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known",
-                pose_search: str = "retrieval", num_leaked: int = 1):
+                pose_search: str = "retrieval", num_leaked: int = 1, search: Optional[PoseSearchConfig] = None):
     spec = DEFENSES[defense]
     base = method_config("s2nerf-ssma")
     config = sized_config(base, preset, room, out_dir, defense.replace(" ", "_").replace("=", ""))
@@ -66,6 +67,8 @@ def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: in
     pipe.report_sma_phase = True
     pipe.pose = pose
     pipe.pose_search = pose_search
+    if search is not None:
+        pipe.pose_search_config = search
     pipe.leaked.num_leaked = num_leaked
     pipe.leak_during_training = False
     pipe.post_training_steps = preset.post_training_steps
@@ -81,8 +84,8 @@ def _scores(metrics: Dict[str, float], drop_prefixes: Sequence[str] = ()) -> Dic
 
 
 def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known",
-             pose_search: str = "retrieval", num_leaked: int = 1) -> dict:
-    config = cell_config(room, defense, preset, out_dir, seed, pose, pose_search, num_leaked)
+             pose_search: str = "retrieval", num_leaked: int = 1, search: Optional[PoseSearchConfig] = None) -> dict:
+    config = cell_config(room, defense, preset, out_dir, seed, pose, pose_search, num_leaked, search)
     config.timestamp = f"{config.timestamp}_seed{seed}"
     random.seed(seed)  # ns-train seeds in its entry point; in-process runs must do it themselves
     np.random.seed(seed)
@@ -115,6 +118,8 @@ def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, 
         "attacker_seconds_per_victim_step": summary["attacker_seconds_per_victim_step"],
         "evaluator_seconds_per_victim_step": summary.get("evaluator_seconds_per_victim_step"),
         "leaked_pose": poses["pose"], "pose_search": pose_search if pose == "estimate" else None,
+        "pose_search_config": dataclasses.asdict(config.pipeline.pose_search_config)
+        if pose == "estimate" and pose_search == "global" else None,
         "leaked_indices": poses.get("leaked_indices"), "leaked_source": poses.get("leaked_source"),
         # one entry per leaked photo: rotation (degrees) and translation (scene units) error of the final pose
         "leaked_pose_errors": [view.get("estimated") for view in poses["views"]],
@@ -207,7 +212,7 @@ def image_grids(results: dict, out_dir: Path) -> None:
 def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses: Optional[Sequence[str]] = None,
         seed: int = 42, pose: str = "known", seeds: Optional[int] = None, steps: Optional[int] = None,
         seed_list: Optional[Sequence[int]] = None, pose_search: str = "retrieval", num_leaked: int = 1,
-        **preset_overrides: int) -> dict:
+        search_config: Optional[PoseSearchConfig] = None, **preset_overrides: int) -> dict:
     """Run (or resume) the benchmark; ``seeds`` runs seeds ``seed, seed + 1, ...`` (default: the preset's;
     ``seed_list`` names them instead), ``steps`` and ``preset_overrides`` (e.g. ``post_training_steps``,
     ``replay_steps``) override the preset's values (recorded in the results as ``preset_values``)."""
@@ -224,11 +229,16 @@ def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses:
     results_path = out_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
     search = pose_search if pose == "estimate" else None
-    for name, value in (("preset", preset_name), ("pose", pose), ("pose_search", search), ("num_leaked", num_leaked),
+    search_config = search_config or attack_search_config()
+    # as JSON stores it (tuples become lists), so that a resumed run compares equal
+    search_knobs = json.loads(json.dumps(dataclasses.asdict(search_config))) if search == "global" else None
+    for name, value in (("preset", preset_name), ("pose", pose), ("pose_search", search),
+                        ("pose_search_config", search_knobs), ("num_leaked", num_leaked),
                         ("preset_values", dataclasses.asdict(preset))):
         if results.get(name) not in (None, value):
             raise SystemExit(f"{results_path} holds {name} {results[name]!r}; use another --out folder")
-    results.update(preset=preset_name, pose=pose, pose_search=search, num_leaked=num_leaked,
+    results.update(preset=preset_name, pose=pose, pose_search=search, pose_search_config=search_knobs,
+                   num_leaked=num_leaked,
                    preset_values=dataclasses.asdict(preset), environment=environment(),
                    provenance=provenance(), command=" ".join(sys.argv), torch_threads=torch.get_num_threads())
     seed_list = list(seed_list) if seed_list else [seed + i for i in range(num_seeds)]
@@ -239,7 +249,7 @@ def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses:
         for room, defense, s in todo:
             bar.update(task, description=f"{room} / {defense} / seed {s}")
             results["cells"][cell_key(room, defense, s)] = run_cell(room, defense, preset, out_dir / "runs", s, pose,
-                                                                 pose_search, num_leaked)
+                                                                 pose_search, num_leaked, search_config)
             results["summary"] = summarise(results)
             results_path.write_text(json.dumps(results, indent=2))  # resumable: finished cells are kept
             bar.advance(task)

@@ -19,6 +19,7 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, Va
 from torch.cuda.amp.grad_scaler import GradScaler
 
 from s2nerf_ns.attacks.pose import pose_errors
+from s2nerf_ns.attacks.pose_search import PoseSearchConfig, attack_search_config
 from s2nerf_ns.attacks.scene_aided import LeakBatch, SceneAidedAttacker
 from s2nerf_ns.data.leaked_views import LeakedViewsDataParserConfig
 from s2nerf_ns.errors import data_setup
@@ -50,6 +51,10 @@ class SceneAidedAttackPipelineConfig(AttackPipelineConfig):
     pose_search: Literal["retrieval", "global"] = "retrieval"
     """estimate: first guess by retrieval over the training poses, or by the global search over positions and
     orientations (for photos taken off the training trajectory; renders millions of rays: meant for a GPU)."""
+    pose_search_config: PoseSearchConfig = field(default_factory=attack_search_config)
+    """global search: its knobs. Defaults for the attack: candidates compared by a regression from the surrogate's
+    per-ray features to the photo, fitted per candidate on half the pixels and scored on the other half
+    (objective feature-cv), centres searched over the whole scene box (region scene-box)."""
     pose_rounds: int = 3
     """estimate: rounds of (refine the pose, then fit the surrogate to the leak at that pose)."""
     pose_refine_steps: int = 150
@@ -132,7 +137,9 @@ class SceneAidedAttackPipeline(AttackPipeline):
         images = [dataset.get_image_float32(i)[..., :3].to(self.device) for i in range(len(dataset))]
         cfg = self.config
         report = self.scene_attacker.estimate_poses(self.embed, images, candidates, self.leak_batch, cfg.pose_rounds,
-                                                    cfg.pose_refine_steps, cfg.pose_fit_steps, search=cfg.pose_search)
+                                                    cfg.pose_refine_steps, cfg.pose_fit_steps, search=cfg.pose_search,
+                                                    search_config=cfg.pose_search_config,
+                                                    scene_box=self.datamanager.train_dataparser_outputs.scene_box.aabb)
         for i, entry in enumerate(report):
             retrieved = torch.tensor(entry.pop("after_retrieval_c2w"), device=self.device)
             entry["after_retrieval"] = pose_errors(retrieved, self.true_leak_c2w[i])

@@ -65,6 +65,14 @@ class ClientHead(nn.Module):
         self, h: Float[Tensor, "*bs dim"], directions: Float[Tensor, "*bs 3"],
         positions: Optional[Float[Tensor, "*bs 3"]] = None,
     ) -> Tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs 3"]]:
+        density, hidden = self.colour_features(h, directions, positions)
+        return density, torch.sigmoid(self.color_mlp[-1](hidden))
+
+    def colour_features(
+        self, h: Float[Tensor, "*bs dim"], directions: Float[Tensor, "*bs 3"],
+        positions: Optional[Float[Tensor, "*bs 3"]] = None,
+    ) -> Tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs hidden"]]:
+        """Density and the colour MLP's last hidden activations (its output layer maps them to rgb logits)."""
         raw = self.density_layers(h)
         density = trunc_exp(raw[..., :1])
         geo = raw[..., 1:]
@@ -74,5 +82,4 @@ class ClientHead(nn.Module):
             x = (positions / self.appearance_bound).clamp(-1.0, 1.0)
             geo = self.appearance(x.reshape(-1, 3)).reshape(*x.shape[:-1], -1)
         d = self.direction_encoding(directions.reshape(-1, 3)).reshape(*directions.shape[:-1], -1)
-        rgb = torch.sigmoid(self.color_mlp(torch.cat([d, geo], dim=-1)))
-        return density, rgb
+        return density, self.color_mlp[:-1](torch.cat([d, geo], dim=-1))
