@@ -26,7 +26,8 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.utils.eval_utils import eval_setup
 
 from s2nerf_ns.attacks.pose import pose_errors
-from s2nerf_ns.attacks.pose_search import PoseSearchConfig, final_loss
+from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, camera_directions, downsample, feature_transform,
+                                            final_loss)
 
 
 def rotate(c2w: torch.Tensor, axis: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -41,15 +42,22 @@ def rotate(c2w: torch.Tensor, axis: torch.Tensor, degrees: float) -> torch.Tenso
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("pose_diagnosis.json"))
     parser.add_argument("--views", type=int, nargs="*", default=None, help="leaked photos to score (default: all)")
     parser.add_argument("--renders", nargs="*", default=["surrogate", "victim_oracle"],
                         choices=["surrogate", "feature_cv", "victim_oracle", "embedding"],
                         help="render functions to score with (embedding: the PCA of the server's own h, no training)")
+    parser.add_argument("--summary", type=Path, nargs="*", default=None,
+                        help="print the markdown table of these diagnosis files (nothing is rendered)")
     parser.add_argument("--size", type=int, default=None,
                         help="longer side (pixels) at which poses are compared (default: the search's final_size)")
     args = parser.parse_args()
+    if args.summary is not None:
+        print(summarise(args.summary), end="")
+        return
+    if args.config is None:
+        parser.error("--config is required (or --summary FILES)")
     _, pipeline, _, _ = eval_setup(args.config, test_mode="inference")
     pipeline.eval()
     device = pipeline.device
@@ -95,6 +103,11 @@ def main() -> None:
         poses = torch.stack([probes[n] for n in names]).to(device)
         entry = {"leaked": i}
         with torch.no_grad():
+            if "feature_cv" in args.renders:  # as search_pose does: rgb, rgb^2 and principal components of the rest
+                small, small_k = downsample(image, intr, cfg.coarse_size)
+                dirs = camera_directions(small_k, small.shape[0], small.shape[1], device)
+                functions["feature_cv"] = feature_transform(features, training[:, :3, :4], dirs,
+                                                            cv_cfg.feature_components)
             for label, render in ((name, functions[name]) for name in args.renders):
                 objective = cv_cfg if label == "feature_cv" else cfg
                 probe_loss, _ = final_loss(render, image, poses, intr, objective)
@@ -107,6 +120,7 @@ def main() -> None:
                     "probes_below_true": sorted(n for n, v in losses.items() if n != "true" and v < losses["true"]),
                     "min_probe": min(losses.items(), key=lambda kv: kv[1]),
                     "training_poses_below_true": int((train_loss < losses["true"]).sum()),
+                    "num_training": len(training),
                     "best_training_pose": {"index": best_train, "loss": float(train_loss[best_train]), **errs},
                     "losses": losses,
                 }
@@ -118,6 +132,41 @@ def main() -> None:
                   f"{e['training_poses_below_true']}/{len(training)}; best training pose {e['best_training_pose']}",
                   flush=True)
         args.out.write_text(json.dumps(report, indent=2))  # after every photo: a long run keeps what it has
+
+
+NEAR_PROBES = ("rot2_", "rot5_", "move0.05_")
+"""Probes within the tolerance the issue asks of the search (a few degrees, a few hundredths of a unit)."""
+
+
+def far_below_true(entry: dict) -> int:
+    """Poses that are NOT near the true one (probes of >= 10 degrees or >= 0.1 units, and every training pose)
+    whose loss is below the true pose's: 0 means the true pose's basin is the objective's minimum over these."""
+    far = [n for n in entry["probes_below_true"] if not n.startswith(NEAR_PROBES)]
+    return len(far) + int(entry["training_poses_below_true"])
+
+
+def summarise(paths) -> str:
+    """Markdown table of diagnosis files: per room and photo and render function, the far poses below the true
+    one; "yes" where there are none (the objective singles out the true pose's neighbourhood)."""
+    rows, labels = [], []
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        room = Path(report["config"]).parts[-4] if len(Path(report["config"]).parts) >= 4 else report["config"]
+        for view in report["views"]:
+            cells = {k: v for k, v in view.items() if isinstance(v, dict)}
+            labels += [k for k in cells if k not in labels]
+            rows.append((room, view["leaked"], cells))
+    head = "| room | photo | " + " | ".join(labels) + " |"
+    lines = [head, "|" + "---|" * (2 + len(labels))]
+    for room, photo, cells in rows:
+        out = []
+        for label in labels:
+            e = cells.get(label)
+            out.append("-" if e is None else
+                       f"{'yes' if far_below_true(e) == 0 else 'no'} ({far_below_true(e)} of "
+                       f"{len(e['losses']) - 1 - 3 * len(NEAR_PROBES) + e.get('num_training', 0)})")
+        lines.append(f"| {room} | {photo} | " + " | ".join(out) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

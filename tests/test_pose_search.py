@@ -243,13 +243,13 @@ def test_scene_aided_attacker_uses_the_global_search(monkeypatch):
 
 # --------------------------------------------------------------------------------------------- feature-cv objective
 def feature_render(origins: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """A server-like feature render: 12 channels that are a fixed nonlinear function of the wall colours (no affine
-    or quadratic colour map of which reproduces the colours), plus the distance to the wall hit."""
+    """A server-like feature render: the distorted colours of ``surrogate_render``, then 11 channels that are a fixed
+    nonlinear function of the wall colours, and the distance to the wall hit."""
     rgb = room_render(origins, directions)
     proj = torch.randn(3, 11, generator=torch.Generator().manual_seed(5))
     safe = torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
     t = ((torch.where(safe > 0, 1.0, -1.0) - origins) / safe).min(dim=-1).values
-    return torch.cat([torch.tanh(2.0 * (rgb - 0.5) @ proj), t[:, None]], dim=-1)
+    return torch.cat([surrogate_render(origins, directions), torch.tanh(2.0 * (rgb - 0.5) @ proj), t[:, None]], dim=-1)
 
 
 def test_cv_fit_predicts_held_out_pixels_only_from_informative_features():
@@ -278,6 +278,5 @@ def test_feature_cv_search_recovers_an_off_trajectory_pose_from_nonlinear_featur
     errors = pose_errors(result.c2w, LEAK_C2W)
     print("feature-cv search errors", errors, "timings", result.timings)
     assert errors["rotation_error_deg"] <= 3.0 and errors["translation_error"] <= 0.05
-    # the colour-map objective cannot use these features (their first 3 channels are not an rgb render)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError):  # an unknown objective is refused
         search_pose(feature_render, image, INTRINSICS, train, PoseSearchConfig(objective="nonsense"), seed=0)

@@ -58,6 +58,7 @@ from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
     colour_fit,
     cv_fit,
     checkerboard_folds,
+    feature_transform,
     fit_to_target,
     batched_scores,
     gradient_ncc,
@@ -179,6 +180,11 @@ def search_pose(
     chunk = cfg.max_rays_per_call
     timings: Dict[str, float] = {}
     rays = 0
+
+    if cfg.objective == "feature-cv":  # rgb, rgb^2 and a few principal components of the other features
+        small, small_k = downsample(image, intrinsics, cfg.coarse_size)
+        basis_dirs = camera_directions(small_k, small.shape[0], small.shape[1], device)
+        render = feature_transform(render, training_c2w, basis_dirs, cfg.feature_components, chunk)
 
     # ---------------------------------------------------------------- coarse: panoramas at grid positions
     positions, spacing = candidate_positions(training_c2w[:, :, 3], cfg, region)

@@ -60,12 +60,16 @@ class PoseSearchConfig:
     # --- scoring
     objective: Literal["colour-map", "feature-cv"] = "colour-map"
     """What ``render`` returns and how a candidate is compared with the photo. "colour-map": ``render`` gives rgb,
-    mapped onto the photo by its own best colour map (``colour_model``). "feature-cv": ``render`` gives per-ray
-    features (any number of channels, e.g. ``SurrogateAttacker.render_features``); a ridge regression from them to the
-    photo's colours is fitted per candidate on half the photo's pixels (a checkerboard of ``cv_blocks`` blocks per
-    side) and scored on the other half, and vice versa. Cross-validation is what makes a flexible map usable: at a
-    wrong pose the features do not predict the held-out pixels, however well they fit the others. The iNeRF stage
-    needs rgb and is skipped with "feature-cv" (the Gauss-Newton stage gives the final precision)."""
+    mapped onto the photo by its own best colour map (``colour_model``). "feature-cv": ``render`` gives rgb then
+    further per-ray features (e.g. ``SurrogateAttacker.render_features``); from rgb, rgb^2 and the first
+    ``feature_components`` principal components of the rest, a ridge regression to the photo's colours is fitted per
+    candidate on half the photo's pixels (a checkerboard of ``cv_blocks`` blocks per side) and scored on the other
+    half, and vice versa. Cross-validation is what makes a flexible map usable: at a wrong pose the features do not
+    predict the held-out pixels, however well they fit the others. The iNeRF stage needs rgb and is skipped with
+    "feature-cv" (the Gauss-Newton stage gives the final precision)."""
+    feature_components: int = 8
+    """feature-cv: principal components kept of the features after rgb (fitted once per search on renders at the
+    training poses; 0 keeps none). Few: a regression on many features fits wrong poses too."""
     cv_blocks: int = 6
     """feature-cv: the checkerboard's blocks along each image side (blocks are at least 1 pixel)."""
     ridge: float = 1e-4
@@ -300,6 +304,29 @@ def cv_fit(pred: Float[Tensor, "C P F"], target: Float[Tensor, "P 3"], h: int, w
         coef = torch.linalg.solve(gram, (xc.transpose(1, 2) @ (y - my)).double()).to(pred.dtype)
         out[:, test] = (pred[:, test] - mx) @ coef + my
     return out
+
+
+def feature_transform(render: RenderFn, training_c2w: Tensor, dirs_cam: Tensor, components: int,
+                      chunk: int = 1 << 16, max_views: int = 16) -> RenderFn:
+    """The render function of the "feature-cv" objective: ``render``'s rgb (its first 3 channels), rgb^2 and the
+    first ``components`` principal components of its other channels. The components are fitted on renders at (up
+    to ``max_views`` of) the training poses, with camera-frame directions ``dirs_cam`` [P,3]: what the attacker
+    has, nothing of the photo."""
+    if components <= 0:
+        return lambda o, d: (lambda x: torch.cat([x[:, :3], x[:, :3] ** 2], dim=-1))(render(o, d).float())
+    idx = torch.linspace(0, len(training_c2w) - 1, min(len(training_c2w), max_views)).round().long()
+    sample = render_views(render, training_c2w[idx.to(training_c2w.device)], dirs_cam, chunk)
+    aux = sample[..., 3:].reshape(-1, sample.shape[-1] - 3)
+    if aux.shape[1] == 0:
+        raise ValueError("feature-cv: the render returned only rgb; give it further per-ray features")
+    mean = aux.mean(dim=0)
+    basis = torch.linalg.svd(aux - mean, full_matrices=False).Vh[:components].T  # F-3 k
+
+    def transformed(origins: Tensor, directions: Tensor) -> Tensor:
+        x = render(origins, directions).float()
+        rgb = x[:, :3]
+        return torch.cat([rgb, rgb * rgb, (x[:, 3:] - mean) @ basis], dim=-1)
+    return transformed
 
 
 def fit_to_target(pred: Float[Tensor, "C P F"], target: Float[Tensor, "P 3"], h: int, w: int,

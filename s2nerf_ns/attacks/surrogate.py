@@ -345,15 +345,17 @@ class SurrogateAttacker(nn.Module):
     @torch.no_grad()
     def render_features(self, h: Float[Tensor, "R S D"], origins: Float[Tensor, "R 3"],
                         directions: Float[Tensor, "R 3"], bins: Float[Tensor, "R S_plus_1"]) -> Float[Tensor, "R F"]:
-        """Per-ray features for colour-free comparisons: the surrogate head's last hidden colour activations,
-        composited with its own volume-rendering weights, and the accumulated opacity. The head's output layer maps
-        them to rgb logits, so a linear map of these features (fitted to a photo) is the surrogate with its output
-        layer refitted: what the pose search's ``feature-cv`` objective fits per candidate pose."""
+        """Per-ray features for colour-free comparisons: the surrogate's rgb (as ``render_rays``), then its head's
+        last hidden colour activations composited with its own volume-rendering weights, and the accumulated
+        opacity. The head's output layer maps the activations to rgb logits, so a regression from them (fitted to a
+        photo) is the surrogate with a refitted output layer: what the pose search's "feature-cv" objective fits per
+        candidate pose (on rgb, rgb^2 and a few principal components of the rest)."""
         samples = samples_from_bins(origins, directions, bins)
         positions = samples.frustums.get_positions() if self.head.needs_positions else None
         density, hidden = self.head.colour_features(h, samples.frustums.directions, positions)
         weights = samples.get_weights(density)
-        return torch.cat([(weights * hidden).sum(dim=1), weights.sum(dim=1)], dim=-1)
+        rgb = self.renderer.rgb(rgb=torch.sigmoid(self.head.color_mlp[-1](hidden)), weights=weights)
+        return torch.cat([rgb, (weights * hidden).sum(dim=1), weights.sum(dim=1)], dim=-1)
 
     @torch.no_grad()
     def render(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor) -> Tensor:
