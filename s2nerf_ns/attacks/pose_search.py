@@ -45,6 +45,16 @@ from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
 
 from s2nerf_ns.attacks.pose import RenderFn, refine_pose
 
+from s2nerf_ns.attacks.pose_objectives import (  # noqa: F401  (re-exported)
+    batched_scores,
+    checkerboard_folds,
+    colour_fit,
+    cv_fit,
+    feature_transform,
+    fit_to_target,
+    fitted_residuals,
+    gradient_ncc,
+)
 from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
     PoseSearchConfig,
     PoseSearchResult,
@@ -55,13 +65,6 @@ from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
     candidate_positions,
     downsample,
     camera_directions,
-    colour_fit,
-    cv_fit,
-    checkerboard_folds,
-    feature_transform,
-    fit_to_target,
-    batched_scores,
-    gradient_ncc,
     render_batched,
     render_views,
     blur121,
@@ -71,7 +74,6 @@ from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
     panorama_grid,
     _distinct,
     _perturb,
-    fitted_residuals,
 )
 
 @torch.no_grad()
