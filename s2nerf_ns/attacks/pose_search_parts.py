@@ -138,8 +138,10 @@ class PoseSearchConfig:
 
 def attack_search_config(**overrides) -> PoseSearchConfig:
     """The scene-aided attack's global search: the surrogate's features regressed onto the photo with cross-validation
-    (objective "feature-cv"), centres over the whole scene box (region "scene-box"); ``overrides`` replace fields."""
-    return PoseSearchConfig(**{"objective": "feature-cv", "region": "scene-box", **overrides})
+    (objective "feature-cv"), centres over the whole scene box (region "scene-box") on a grid of 400 (the box is
+    larger than the cameras' box, and the objective's basin is narrow in position: ~3.3M panorama rays per photo, GPU
+    work); ``overrides`` replace fields."""
+    return PoseSearchConfig(**{"objective": "feature-cv", "region": "scene-box", "num_positions": 400, **overrides})
 
 
 @dataclass
