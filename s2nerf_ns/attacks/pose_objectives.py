@@ -63,7 +63,10 @@ def feature_transform(render: RenderFn, training_c2w: Tensor, dirs_cam: Tensor, 
     to ``max_views`` of) the training poses, with camera-frame directions ``dirs_cam`` [P,3]: what the attacker
     has, nothing of the photo."""
     if components <= 0:
-        return lambda o, d: (lambda x: torch.cat([x[:, :3], x[:, :3] ** 2], dim=-1))(render(o, d).float())
+        def colours_only(origins: Tensor, directions: Tensor) -> Tensor:
+            rgb = render(origins, directions).float()[:, :3]
+            return torch.cat([rgb, rgb * rgb], dim=-1)
+        return colours_only
     idx = torch.linspace(0, len(training_c2w) - 1, min(len(training_c2w), max_views)).round().long()
     sample = render_views(render, training_c2w[idx.to(training_c2w.device)], dirs_cam, chunk)
     aux = sample[..., 3:].reshape(-1, sample.shape[-1] - 3)

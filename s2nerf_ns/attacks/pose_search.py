@@ -6,10 +6,10 @@ refinement that follows cannot recover. ``search_pose`` instead searches the who
 cameras and the whole sphere of viewing directions, coarse to fine:
 
 1. **Coarse (panoramas).** Candidate camera centres fill the bounding box of the training camera centres (enlarged
-   by a margin) or the scene box (``PoseSearchConfig.region``), plus the centres themselves. At each centre a low-resolution equirectangular panorama is rendered
-   once; the low-resolution view of *every* orientation candidate (a Fibonacci sphere of viewing directions x a few
-   roll angles about the training cameras' mean up-vector) is then resampled from that panorama rather than
-   rendered. Rendering cost is therefore ``positions x panorama pixels`` however many orientations are tried.
+   by a margin) or the scene box (``PoseSearchConfig.region``), plus the centres themselves. At each centre a
+   low-resolution equirectangular panorama is rendered once; the low-resolution view of *every* orientation
+   candidate (a Fibonacci sphere of viewing directions x a few roll angles about the training cameras' mean
+   up-vector) is then resampled from that panorama rather than rendered. Rendering cost is therefore ``positions x panorama pixels`` however many orientations are tried.
 2. **Scoring** is colour-invariant: each render is mapped onto the downsampled photo by its own best colour map
    (objective "colour-map": affine or quadratic least squares, as ``pose.affine_invariant_mse``) or, from per-ray
    features, by a ridge regression fitted on half the photo's pixels and scored on the other half (objective
@@ -23,8 +23,8 @@ cameras and the whole sphere of viewing directions, coarse to fine:
    on an image pyramid (finite-difference Jacobians, batched renders), which follows the rotation/translation
    valleys that random search and first-order iNeRF crawl along.
 5. **Refinement and choice.** The ``num_refine`` best are refined with iNeRF (``pose.refine_pose``, jittered rays;
-   "colour-map" only) and, among refined and unrefined finalists, the pose with the lowest colour-invariant loss against the photo
-   (at up to ``final_size`` pixels) is returned.
+   "colour-map" only) and, among refined and unrefined finalists, the pose with the lowest colour-invariant loss
+   against the photo (at up to ``final_size`` pixels) is returned.
 
 The search never receives the true pose of the photo: it sees only the render function, the photo's pixels, its
 intrinsics and the training camera poses. Pose errors are for the caller to compute (``pose.pose_errors``).
@@ -144,8 +144,9 @@ def pyramid_refine(render: RenderFn, image: Tensor, intrinsics: Sequence[float],
 
 def final_loss(render: RenderFn, image: Tensor, c2w: Tensor, intrinsics: Sequence[float], cfg: PoseSearchConfig
                ) -> Tuple[Tensor, int]:
-    """MSE of each pose's render mapped onto the photo (``fit_to_target``), for each pose [C,3,4] against the photo downsampled to ``cfg.final_size`` (full
-    resolution if smaller), renders supersampled and filtered like it; and the rays rendered."""
+    """MSE of each pose's [C,3,4] render mapped onto the photo (``fit_to_target``), the photo downsampled to
+    ``cfg.final_size`` (full resolution if smaller), renders supersampled and filtered like it; and the rays
+    rendered."""
     level = ImageLevel.make(image, intrinsics, cfg.final_size, cfg.supersample)
     losses = []
     for i in range(0, len(c2w), max(1, cfg.max_rays_per_call // level.rays_per_view)):
@@ -183,10 +184,12 @@ def search_pose(
     timings: Dict[str, float] = {}
     rays = 0
 
+    small, small_k = downsample(image, intrinsics, cfg.coarse_size)
+    sh, sw = small.shape[:2]
+    target = small.reshape(-1, 3)
+    dirs_cam = camera_directions(small_k, sh, sw, device)
     if cfg.objective == "feature-cv":  # rgb, rgb^2 and a few principal components of the other features
-        small, small_k = downsample(image, intrinsics, cfg.coarse_size)
-        basis_dirs = camera_directions(small_k, small.shape[0], small.shape[1], device)
-        render = feature_transform(render, training_c2w, basis_dirs, cfg.feature_components, chunk)
+        render = feature_transform(render, training_c2w, dirs_cam, cfg.feature_components, chunk)
 
     # ---------------------------------------------------------------- coarse: panoramas at grid positions
     positions, spacing = candidate_positions(training_c2w[:, :, 3], cfg, region)
@@ -194,10 +197,6 @@ def search_pose(
     up = F.normalize(training_c2w[:, :, 1].mean(0), dim=0)
     rolls = torch.deg2rad(torch.tensor(cfg.roll_deg, dtype=torch.float32, device=device))
     rotations = look_rotations(fibonacci_sphere(cfg.num_directions).to(device), up, rolls)  # O 3 3
-    small, small_k = downsample(image, intrinsics, cfg.coarse_size)
-    sh, sw = small.shape[:2]
-    target = small.reshape(-1, 3)
-    dirs_cam = camera_directions(small_k, sh, sw, device)
     frame = panorama_frame(up, training_c2w[:, :, :3])
     ph, pw = cfg.panorama_size
     ss = max(1, cfg.panorama_supersample)

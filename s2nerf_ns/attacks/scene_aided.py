@@ -90,10 +90,10 @@ class SceneAidedAttacker(nn.Module):
                        scene_box: Optional[Float[Tensor, "2 3"]] = None) -> List[Dict[str, object]]:
         """A first estimate (``retrieval`` over the training poses, or the ``global`` search over positions and
         orientations of :func:`~s2nerf_ns.attacks.pose_search.search_pose`, within the training cameras' box or
-        the ``scene_box`` [2,3] the server's fields are built on, as the search config's ``region`` says), then rounds of (iNeRF refinement,
-        surrogate fitting). After a global search with the "feature-cv" objective each round fits first, then
-        refines: that search's pose does not come from the surrogate's colours, which off the training trajectory are
-        too poor to refine against before they have seen the photo."""
+        the ``scene_box`` [2,3] the server's fields are built on, as the search config's ``region`` says), then
+        rounds of (iNeRF refinement, surrogate fitting). After a global search with the "feature-cv" objective each
+        round fits first, then refines: that search's pose does not come from the surrogate's colours, which off the
+        training trajectory are too poor to refine against before they have seen the photo."""
         render = lambda o, d: self.render(embed, o, d)  # noqa: E731
         search_config = search_config or PoseSearchConfig()
         search_render = (lambda o, d: self.features(embed, o, d)) if search_config.objective == "feature-cv" \
@@ -113,14 +113,17 @@ class SceneAidedAttacker(nn.Module):
             report.append({"leaked": i, "search": "retrieval", "retrieved_training_view": best,
                            "after_retrieval_c2w": candidates[best].tolist()})
         self.pose_ready.fill_(True)
+
+        def fit() -> None:
+            for s in range(fit_steps):
+                self.leak_step(embed, next_batch(s))
+
         for round_index in range(rounds):
             if fit_first:
-                for s in range(fit_steps):
-                    self.leak_step(embed, next_batch(s))
+                fit()
             for i, image in enumerate(images):
                 self.leak_c2w[i] = refine_pose(render, image, self.leak_c2w[i], self.intrinsics[i],
                                                steps=refine_steps, seed=round_index)
             if not fit_first:
-                for s in range(fit_steps):
-                    self.leak_step(embed, next_batch(s))
+                fit()
         return report
