@@ -26,8 +26,8 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.utils.eval_utils import eval_setup
 
 from s2nerf_ns.attacks.pose import pose_errors
-from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, camera_directions, downsample, feature_transform,
-                                            final_loss)
+from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, attack_search_config, camera_directions,
+                                            coarse_candidates, downsample, feature_transform, final_loss)
 
 
 def rotate(c2w: torch.Tensor, axis: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -52,6 +52,11 @@ def main() -> None:
                         help="print the markdown table of these diagnosis files (nothing is rendered)")
     parser.add_argument("--size", type=int, default=None,
                         help="longer side (pixels) at which poses are compared (default: the search's final_size)")
+    parser.add_argument("--competitors", type=int, default=0,
+                        help="also score the K best distinct poses of the attack search's own coarse stage (feature-cv "
+                             "over the scene box): the poses a search finds, not just fixed probes (0: none)")
+    parser.add_argument("--positions", type=int, default=400, help="grid positions of that coarse stage")
+    parser.add_argument("--panorama-size", type=int, nargs=2, default=[64, 128], help="its panoramas (rows cols)")
     args = parser.parse_args()
     if args.summary is not None:
         print(summarise(args.summary), end="")
@@ -83,7 +88,11 @@ def main() -> None:
     functions = {"surrogate": surrogate, "feature_cv": features, "victim_oracle": victim, "embedding": embedding}
     dataset = pipeline.leak_datamanager.train_dataset
     training = pipeline.datamanager.train_dataset.cameras.camera_to_worlds.to(device)
-    report = {"config": str(args.config), "size": cfg.final_size, "views": []}
+    search_cfg = attack_search_config(num_positions=args.positions, panorama_size=tuple(args.panorama_size),
+                                      top_k=max(1, args.competitors))
+    aabb = pipeline.datamanager.train_dataparser_outputs.scene_box.aabb
+    report = {"config": str(args.config), "size": cfg.final_size, "views": [],
+              "competitor_search": dataclasses.asdict(search_cfg) if args.competitors else None}
     gen = torch.Generator().manual_seed(0)
     for i in (range(len(dataset)) if args.views is None else args.views):
         image = dataset.get_image_float32(i)[..., :3].to(device)
@@ -99,15 +108,24 @@ def main() -> None:
                 step = torch.randn(3, generator=gen)
                 moved[:, 3] += dist * step / step.norm()
                 probes[f"move{dist}_{j}"] = moved
-        names = list(probes)
-        poses = torch.stack([probes[n] for n in names]).to(device)
         entry = {"leaked": i}
         with torch.no_grad():
-            if "feature_cv" in args.renders:  # as search_pose does: rgb, rgb^2 and principal components of the rest
-                small, small_k = downsample(image, intr, cfg.coarse_size)
-                dirs = camera_directions(small_k, small.shape[0], small.shape[1], device)
-                functions["feature_cv"] = feature_transform(features, training[:, :3, :4], dirs,
-                                                            cv_cfg.feature_components)
+            # as search_pose does: rgb, rgb^2 and principal components of the rest
+            small, small_k = downsample(image, intr, cfg.coarse_size)
+            dirs = camera_directions(small_k, small.shape[0], small.shape[1], device)
+            functions["feature_cv"] = feature_transform(features, training[:, :3, :4], dirs, cv_cfg.feature_components)
+            if args.competitors:  # the attack search's coarse proposals (it never sees the true pose)
+                found = coarse_candidates(functions["feature_cv"], image, intr, training[:, :3, :4], search_cfg,
+                                          region=aabb)
+                entry["competitors"] = []
+                for r, c2w in enumerate(found.c2w.cpu()):
+                    errs = pose_errors(c2w, truth)
+                    near = errs["rotation_error_deg"] < 10 and errs["translation_error"] < 0.1
+                    probes[f"{'near' if near else 'far'}_competitor{r}"] = c2w
+                    entry["competitors"].append({"rank": r, "coarse_score": float(found.score[r]), **errs})
+        names = list(probes)
+        poses = torch.stack([probes[n] for n in names]).to(device)
+        with torch.no_grad():
             for label, render in ((name, functions[name]) for name in args.renders):
                 objective = cv_cfg if label == "feature_cv" else cfg
                 probe_loss, _ = final_loss(render, image, poses, intr, objective)
@@ -134,8 +152,9 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=2))  # after every photo: a long run keeps what it has
 
 
-NEAR_PROBES = ("rot2_", "rot5_", "move0.05_")
-"""Probes within the tolerance the issue asks of the search (a few degrees, a few hundredths of a unit)."""
+NEAR_PROBES = ("rot2_", "rot5_", "move0.05_", "near_competitor")
+"""Probes within the tolerance the issue asks of the search (a few degrees, a few hundredths of a unit), and
+competitors within 10 degrees and 0.1 units of the true pose."""
 
 
 def far_below_true(entry: dict) -> int:
@@ -143,6 +162,12 @@ def far_below_true(entry: dict) -> int:
     whose loss is below the true pose's: 0 means the true pose's basin is the objective's minimum over these."""
     far = [n for n in entry["probes_below_true"] if not n.startswith(NEAR_PROBES)]
     return len(far) + int(entry["training_poses_below_true"])
+
+
+def num_far(entry: dict) -> int:
+    """Poses scored that are not near the true one (far probes and competitors, and every training pose)."""
+    return sum(1 for n in entry["losses"] if n != "true" and not n.startswith(NEAR_PROBES)) + \
+        int(entry.get("num_training", 0))
 
 
 def summarise(paths) -> str:
@@ -164,8 +189,21 @@ def summarise(paths) -> str:
             e = cells.get(label)
             out.append("-" if e is None else
                        f"{'yes' if far_below_true(e) == 0 else 'no'} ({far_below_true(e)} of "
-                       f"{len(e['losses']) - 1 - 3 * len(NEAR_PROBES) + e.get('num_training', 0)})")
+                       f"{num_far(e)})")
         lines.append(f"| {room} | {photo} | " + " | ".join(out) + " |")
+    if any("competitor" in n for _, _, cells in rows for e in cells.values() for n in e["losses"]):
+        lines.append("")
+        lines.append("Of these, the attack search's own coarse proposals (competitors) scoring below the true pose:")
+        lines.append("")
+        lines += [head, "|" + "---|" * (2 + len(labels))]
+        for room, photo, cells in rows:
+            out = []
+            for label in labels:
+                e = cells.get(label)
+                comps = [n for n in e["losses"] if "competitor" in n] if e else []
+                below = [n for n in e["probes_below_true"] if n.startswith("far_competitor")] if e else []
+                out.append("-" if not comps else f"{len(below)} of {len(comps)}")
+            lines.append(f"| {room} | {photo} | " + " | ".join(out) + " |")
     return "\n".join(lines) + "\n"
 
 

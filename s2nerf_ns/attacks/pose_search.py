@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -75,6 +76,70 @@ from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
     _distinct,
     _perturb,
 )
+
+@dataclass
+class CoarseCandidates:
+    """The coarse stage's best mutually distinct candidates, and what the later stages need of the grid."""
+
+    c2w: Tensor
+    """[K, 3, 4], best first."""
+    score: Tensor
+    """[K] their coarse scores (lower is better)."""
+    spacing: float
+    """Grid spacing of the candidate positions (scene units)."""
+    extent: float
+    """Largest side of the box the positions fill."""
+    num_candidates: int
+    """Poses scored (positions x directions x rolls)."""
+    rays_rendered: int
+
+
+@torch.no_grad()
+def coarse_candidates(render: RenderFn, image: Float[Tensor, "H W 3"], intrinsics: Sequence[float],
+                      training_c2w: Float[Tensor, "N 3 4"], cfg: PoseSearchConfig,
+                      region: Optional[Float[Tensor, "2 3"]] = None) -> CoarseCandidates:
+    """Stage 1 of ``search_pose``: a panorama at every candidate position, every orientation candidate resampled
+    from it and scored against the photo downsampled to ``cfg.coarse_size``; the ``cfg.top_k`` best distinct
+    poses (``render`` as ``search_pose`` calls it: for "feature-cv", already ``feature_transform``-ed)."""
+    device = image.device
+    chunk = cfg.max_rays_per_call
+    small, small_k = downsample(image, intrinsics, cfg.coarse_size)
+    sh, sw = small.shape[:2]
+    target = small.reshape(-1, 3)
+    dirs_cam = camera_directions(small_k, sh, sw, device)
+    positions, spacing = candidate_positions(training_c2w[:, :, 3], cfg, region)
+    extent = float((positions.max(0).values - positions.min(0).values).max().clamp_min(1e-6))
+    up = F.normalize(training_c2w[:, :, 1].mean(0), dim=0)
+    rolls = torch.deg2rad(torch.tensor(cfg.roll_deg, dtype=torch.float32, device=device))
+    rotations = look_rotations(fibonacci_sphere(cfg.num_directions).to(device), up, rolls)  # O 3 3
+    frame = panorama_frame(up, training_c2w[:, :, :3])
+    ph, pw = cfg.panorama_size
+    ss = max(1, cfg.panorama_supersample)
+    pano_dirs = panorama_directions(frame, ph * ss, pw * ss)
+    view_dirs = torch.einsum("oij,pj->opi", rotations, dirs_cam)  # O P 3 (same at every position)
+    grid = panorama_grid(view_dirs, frame, ph, pw)[None]  # 1 O P 2
+    scores = torch.empty(len(positions), len(rotations), device=device)
+    for i, p in enumerate(positions):
+        rgb = render_batched(render, p.expand_as(pano_dirs), pano_dirs, chunk)
+        pano = rgb.reshape(ph * ss, pw * ss, -1).permute(2, 0, 1)[None]
+        if ss > 1:
+            pano = F.avg_pool2d(pano, ss)
+        pano = torch.cat([pano[..., -1:], pano, pano[..., :1]], dim=-1)  # circular in longitude
+        views = F.grid_sample(pano, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]  # 3 O P
+        if (sh, sw) != tuple(image.shape[:2]):  # filtered like the downsampled photo (see ImageLevel)
+            views = blur121(views.reshape(len(views), -1, sh, sw)).reshape(len(views), -1, sh * sw)
+        scores[i] = batched_scores(views.permute(1, 2, 0), target, sh, sw, cfg)
+    flat = scores.reshape(-1)
+    order = flat.argsort()
+    pos_idx, rot_idx = order // len(rotations), order % len(rotations)
+    # Non-maximum suppression over the best few thousand only (on the CPU: a sequential, data-dependent loop).
+    head = min(len(order), max(50 * cfg.top_k, 2000))
+    head_c2w = torch.cat([rotations[rot_idx[:head]], positions[pos_idx[:head]][:, :, None]], dim=2)
+    keep = torch.tensor(_distinct(head_c2w.cpu(), torch.arange(head), cfg.top_k, cfg.nms_deg, cfg.nms_dist * extent),
+                        device=device)
+    return CoarseCandidates(c2w=head_c2w[keep], score=flat[order[:head]][keep], spacing=spacing, extent=extent,
+                            num_candidates=int(flat.numel()), rays_rendered=len(positions) * len(pano_dirs))
+
 
 @torch.no_grad()
 def pyramid_refine(render: RenderFn, image: Tensor, intrinsics: Sequence[float], init: Tensor,
@@ -184,49 +249,13 @@ def search_pose(
     timings: Dict[str, float] = {}
     rays = 0
 
-    small, small_k = downsample(image, intrinsics, cfg.coarse_size)
-    sh, sw = small.shape[:2]
-    target = small.reshape(-1, 3)
-    dirs_cam = camera_directions(small_k, sh, sw, device)
     if cfg.objective == "feature-cv":  # rgb, rgb^2 and a few principal components of the other features
+        small, small_k = downsample(image, intrinsics, cfg.coarse_size)
+        dirs_cam = camera_directions(small_k, small.shape[0], small.shape[1], device)
         render = feature_transform(render, training_c2w, dirs_cam, cfg.feature_components, chunk)
-
-    # ---------------------------------------------------------------- coarse: panoramas at grid positions
-    positions, spacing = candidate_positions(training_c2w[:, :, 3], cfg, region)
-    extent = float((positions.max(0).values - positions.min(0).values).max().clamp_min(1e-6))
-    up = F.normalize(training_c2w[:, :, 1].mean(0), dim=0)
-    rolls = torch.deg2rad(torch.tensor(cfg.roll_deg, dtype=torch.float32, device=device))
-    rotations = look_rotations(fibonacci_sphere(cfg.num_directions).to(device), up, rolls)  # O 3 3
-    frame = panorama_frame(up, training_c2w[:, :, :3])
-    ph, pw = cfg.panorama_size
-    ss = max(1, cfg.panorama_supersample)
-    pano_dirs = panorama_directions(frame, ph * ss, pw * ss)
-    view_dirs = torch.einsum("oij,pj->opi", rotations, dirs_cam)  # O P 3 (same at every position)
-    grid = panorama_grid(view_dirs, frame, ph, pw)[None]  # 1 O P 2
-    coarse = torch.empty(len(positions), len(rotations), device=device)
-    for i, p in enumerate(positions):
-        rgb = render_batched(render, p.expand_as(pano_dirs), pano_dirs, chunk)
-        rays += len(pano_dirs)
-        pano = rgb.reshape(ph * ss, pw * ss, -1).permute(2, 0, 1)[None]
-        if ss > 1:
-            pano = F.avg_pool2d(pano, ss)
-        pano = torch.cat([pano[..., -1:], pano, pano[..., :1]], dim=-1)  # circular in longitude
-        views = F.grid_sample(pano, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]  # 3 O P
-        if (sh, sw) != tuple(image.shape[:2]):  # filtered like the downsampled photo (see ImageLevel)
-            views = blur121(views.reshape(len(views), -1, sh, sw)).reshape(len(views), -1, sh * sw)
-        views = views.permute(1, 2, 0)  # O P 3
-        coarse[i] = batched_scores(views, target, sh, sw, cfg)
-    flat = coarse.reshape(-1)
-    order = flat.argsort()
-    pos_idx, rot_idx = order // len(rotations), order % len(rotations)
-
-    # Non-maximum suppression over the best few thousand only (on the CPU: a sequential, data-dependent loop).
-    head = min(len(order), max(50 * cfg.top_k, 2000))
-    head_c2w = torch.cat([rotations[rot_idx[:head]], positions[pos_idx[:head]][:, :, None]], dim=2)
-    keep = _distinct(head_c2w.cpu(), torch.arange(head), cfg.top_k, cfg.nms_deg, cfg.nms_dist * extent)
-    keep_t = torch.tensor(keep, device=device)
-    coarse_c2w = head_c2w[keep_t]
-    coarse_score = flat[order[:head]][keep_t]
+    coarse = coarse_candidates(render, image, intrinsics, training_c2w, cfg, region)
+    coarse_c2w, coarse_score, spacing, extent = coarse.c2w, coarse.score, coarse.spacing, coarse.extent
+    rays += coarse.rays_rendered
     timings["coarse"] = time.perf_counter() - t_start
 
     # ---------------------------------------------------------------- local: batched perturbation search
@@ -295,5 +324,5 @@ def search_pose(
     return PoseSearchResult(
         c2w=all_c2w[best], loss=float(losses[best]), top_c2w=all_c2w[final_order], top_loss=losses[final_order],
         coarse_c2w=coarse_c2w, coarse_score=coarse_score, local_c2w=local_c2w, local_score=local_score,
-        pyramid_c2w=pyramid_c2w, num_candidates=int(flat.numel()), rays_rendered=rays,
+        pyramid_c2w=pyramid_c2w, num_candidates=coarse.num_candidates, rays_rendered=rays,
         timings=timings)
