@@ -26,6 +26,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.utils.eval_utils import eval_setup
 
 from s2nerf_ns.attacks.pose import pose_errors
+from s2nerf_ns.bench.common import provenance
 from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, attack_search_config, camera_directions,
                                             coarse_candidates, downsample, feature_transform, final_loss)
 
@@ -91,7 +92,7 @@ def main() -> None:
     search_cfg = attack_search_config(num_positions=args.positions, panorama_size=tuple(args.panorama_size),
                                       top_k=max(1, args.competitors))
     aabb = pipeline.datamanager.train_dataparser_outputs.scene_box.aabb
-    report = {"config": str(args.config), "size": cfg.final_size, "views": [],
+    report = {"config": str(args.config), "size": cfg.final_size, "views": [], "provenance": provenance(),
               "competitor_search": dataclasses.asdict(search_cfg) if args.competitors else None}
     gen = torch.Generator().manual_seed(0)
     for i in (range(len(dataset)) if args.views is None else args.views):

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from s2nerf_ns.attacks.pose import pixel_rays, pose_errors, retrieve_pose
-from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, PoseSearchResult, checkerboard_folds, colour_fit, cv_fit,
-                                            fibonacci_sphere, look_rotations,
+from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, PoseSearchResult, checkerboard_folds, coarse_candidates,
+                                            colour_fit, cv_fit, fibonacci_sphere, look_rotations, rotation_angle_deg,
                                             search_pose)
 
 
@@ -165,6 +165,25 @@ def test_search_recovers_an_off_trajectory_pose_colour_invariantly(leak_case):
     assert errors["translation_error"] <= 0.05
     assert result.top_c2w.shape[1:] == (3, 4) and torch.all(result.top_loss[:-1] <= result.top_loss[1:])
     assert result.num_candidates >= 1000
+
+
+def test_coarse_stage_proposes_distinct_poses_one_near_the_leaked_view():
+    train = training_poses()
+    cfg = PoseSearchConfig(top_k=8)
+    with single_thread():
+        found = coarse_candidates(surrogate_render, render_photo(LEAK_C2W), INTRINSICS, train, cfg)
+    assert found.c2w.shape == (8, 3, 4) and torch.all(found.score[:-1] <= found.score[1:])
+    errors = [pose_errors(c2w, LEAK_C2W) for c2w in found.c2w]
+    print("coarse proposals", [(round(e["rotation_error_deg"], 1), round(e["translation_error"], 3)) for e in errors])
+    # the grid and the orientation candidates are coarse: near means within a grid cell and ~a direction spacing
+    assert any(e["rotation_error_deg"] < 15.0 and e["translation_error"] < found.spacing for e in errors)
+    for i in range(8):
+        for j in range(i):
+            angle = float(rotation_angle_deg(found.c2w[i, :, :3], found.c2w[j, :, :3]))
+            dist = float((found.c2w[i, :, 3] - found.c2w[j, :, 3]).norm())
+            assert angle >= cfg.nms_deg or dist >= cfg.nms_dist * found.extent
+    assert list(inspect.signature(coarse_candidates).parameters) == [
+        "render", "image", "intrinsics", "training_c2w", "cfg", "region"]
 
 
 def test_search_never_receives_the_true_pose():
