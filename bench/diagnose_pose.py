@@ -27,8 +27,8 @@ from nerfstudio.utils.eval_utils import eval_setup
 
 from s2nerf_ns.attacks.pose import pose_errors
 from s2nerf_ns.bench.common import provenance
-from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, attack_search_config, camera_directions,
-                                            coarse_candidates, downsample, feature_transform, final_loss)
+from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, attack_search_config, coarse_candidates, final_loss,
+                                            photo_feature_render)
 
 
 def rotate(c2w: torch.Tensor, axis: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -111,10 +111,8 @@ def main() -> None:
                 probes[f"move{dist}_{j}"] = moved
         entry = {"leaked": i}
         with torch.no_grad():
-            # as search_pose does: rgb, rgb^2 and principal components of the rest
-            small, small_k = downsample(image, intr, cfg.coarse_size)
-            dirs = camera_directions(small_k, small.shape[0], small.shape[1], device)
-            functions["feature_cv"] = feature_transform(features, training[:, :3, :4], dirs, cv_cfg.feature_components)
+            if "feature_cv" in args.renders or args.competitors:  # as search_pose does
+                functions["feature_cv"] = photo_feature_render(features, image, intr, training[:, :3, :4], cv_cfg)
             if args.competitors:  # the attack search's coarse proposals (it never sees the true pose)
                 found = coarse_candidates(functions["feature_cv"], image, intr, training[:, :3, :4], search_cfg,
                                           region=aabb)

@@ -9,7 +9,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from s2nerf_ns.attacks.pose import RenderFn
-from s2nerf_ns.attacks.pose_search_parts import PoseSearchConfig, render_views
+from s2nerf_ns.attacks.pose_search_parts import PoseSearchConfig, camera_directions, downsample, render_views
 
 
 def colour_fit(pred: Float[Tensor, "C P 3"], target: Float[Tensor, "P 3"], model: str = "quadratic") -> Tensor:
@@ -80,6 +80,15 @@ def feature_transform(render: RenderFn, training_c2w: Tensor, dirs_cam: Tensor, 
         rgb = x[:, :3]
         return torch.cat([rgb, rgb * rgb, (x[:, 3:] - mean) @ basis], dim=-1)
     return transformed
+
+
+def photo_feature_render(render: RenderFn, image: Float[Tensor, "H W 3"], intrinsics, training_c2w: Tensor,
+                         cfg: PoseSearchConfig) -> RenderFn:
+    """``feature_transform`` of ``render`` for one photo, as the "feature-cv" search uses it: the principal
+    components fitted with the pixel directions of the photo at the coarse stage's size (``cfg.coarse_size``)."""
+    small, small_k = downsample(image, intrinsics, cfg.coarse_size)
+    dirs_cam = camera_directions(small_k, small.shape[0], small.shape[1], image.device)
+    return feature_transform(render, training_c2w, dirs_cam, cfg.feature_components, cfg.max_rays_per_call)
 
 
 def fit_to_target(pred: Float[Tensor, "C P F"], target: Float[Tensor, "P 3"], h: int, w: int,

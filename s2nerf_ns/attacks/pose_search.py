@@ -55,6 +55,7 @@ from s2nerf_ns.attacks.pose_objectives import (  # noqa: F401  (re-exported)
     fit_to_target,
     fitted_residuals,
     gradient_ncc,
+    photo_feature_render,
 )
 from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
     PoseSearchConfig,
@@ -250,9 +251,7 @@ def search_pose(
     rays = 0
 
     if cfg.objective == "feature-cv":  # rgb, rgb^2 and a few principal components of the other features
-        small, small_k = downsample(image, intrinsics, cfg.coarse_size)
-        dirs_cam = camera_directions(small_k, small.shape[0], small.shape[1], device)
-        render = feature_transform(render, training_c2w, dirs_cam, cfg.feature_components, chunk)
+        render = photo_feature_render(render, image, intrinsics, training_c2w, cfg)
     coarse = coarse_candidates(render, image, intrinsics, training_c2w, cfg, region)
     coarse_c2w, coarse_score, spacing, extent = coarse.c2w, coarse.score, coarse.spacing, coarse.extent
     rays += coarse.rays_rendered

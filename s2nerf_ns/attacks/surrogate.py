@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, Literal, Optional, Tuple, Type
+from typing import Deque, Dict, Literal, Optional, Type
 
 import torch
 from jaxtyping import Float
@@ -354,7 +354,7 @@ class SurrogateAttacker(nn.Module):
         positions = samples.frustums.get_positions() if self.head.needs_positions else None
         density, hidden = self.head.colour_features(h, samples.frustums.directions, positions)
         weights = samples.get_weights(density)
-        rgb = self.renderer.rgb(rgb=torch.sigmoid(self.head.color_mlp[-1](hidden)), weights=weights)
+        rgb = self.renderer.rgb(rgb=self.head.rgb_from_features(hidden), weights=weights)
         return torch.cat([rgb, (weights * hidden).sum(dim=1), weights.sum(dim=1)], dim=-1)
 
     @torch.no_grad()

@@ -66,7 +66,11 @@ class ClientHead(nn.Module):
         positions: Optional[Float[Tensor, "*bs 3"]] = None,
     ) -> Tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs 3"]]:
         density, hidden = self.colour_features(h, directions, positions)
-        return density, torch.sigmoid(self.color_mlp[-1](hidden))
+        return density, self.rgb_from_features(hidden)
+
+    def rgb_from_features(self, hidden: Float[Tensor, "*bs hidden"]) -> Float[Tensor, "*bs 3"]:
+        """The colour MLP's output layer: last hidden activations (``colour_features``) -> rgb."""
+        return torch.sigmoid(self.color_mlp[-1](hidden))
 
     def colour_features(
         self, h: Float[Tensor, "*bs dim"], directions: Float[Tensor, "*bs 3"],
