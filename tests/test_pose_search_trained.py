@@ -43,6 +43,7 @@ def steep_training_poses(n: int = 24) -> torch.Tensor:
 
 
 def bundle(origins: torch.Tensor, directions: torch.Tensor, camera: torch.Tensor, metadata=None) -> RayBundle:
+    """Rays [R,3] of cameras ``camera`` [R] as the model takes them."""
     return RayBundle(origins=origins, directions=directions, pixel_area=torch.full_like(origins[:, :1], 1e-6),
                      camera_indices=camera[:, None], metadata=metadata or {})
 
