@@ -5,17 +5,15 @@ import sys, os, time, math, torch
 sys.path.insert(0, "tests")
 from test_pose_search_trained import *
 from test_pose_search_trained import trained_room as fixture
-from s2nerf_ns.protocol.rendering import samples_from_bins
+from types import SimpleNamespace
+from s2nerf_ns.attacks.surrogate import SurrogateAttacker
 torch.set_num_threads(1)
 model, train = fixture.__wrapped__() if hasattr(fixture, "__wrapped__") else fixture.__pytest_wrapped__.obj()
 mix = torch.tensor([[0.7, 0.2, 0.05], [-0.1, 0.8, 0.2], [0.15, -0.05, 0.6]])
-head = model.client_head
-def feats(h, origins, directions, bins):
-    samples = samples_from_bins(origins, directions, bins)
-    density, hidden = head.colour_features(h, samples.frustums.directions)
-    weights = samples.get_weights(density)
-    rgb = model.renderer.rgb(rgb=head.rgb_from_features(hidden), weights=weights).clamp(1e-4, 1) ** 1.3 @ mix.T
-    return torch.cat([rgb, (weights * hidden).sum(dim=1), weights.sum(dim=1)], dim=-1)
+victim_as_surrogate = SimpleNamespace(head=model.client_head, renderer=model.renderer)
+def feats(h, origins, directions, bins):  # SurrogateAttacker.render_features with the victim's head; rgb distorted
+    out = SurrogateAttacker.render_features(victim_as_surrogate, h, origins, directions, bins)
+    return torch.cat([out[:, :3].clamp(1e-4, 1) ** 1.3 @ mix.T, out[:, 3:]], dim=-1)
 model.server_renders["feat"] = feats
 @torch.no_grad()
 def render(o, d):
