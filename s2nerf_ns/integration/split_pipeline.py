@@ -12,7 +12,9 @@ from nerfstudio.utils import profiler
 from torch.cuda.amp.grad_scaler import GradScaler
 
 from s2nerf_ns.errors import InputError, data_setup
-from s2nerf_ns.integration.model import RAY_INDICES_KEY, SplitNerfModel
+from s2nerf_ns.integration.model import RAY_INDICES_KEY, SplitNerfModel, SplitNerfModelConfig
+from s2nerf_ns.protocol.cut import density_mlp_dims
+from s2nerf_ns.protocol.view_recorder import ServerViewRecorder, bytes_per_ray, rays_within_budget
 
 
 @dataclass
@@ -22,6 +24,29 @@ class SplitPipelineConfig(VanillaPipelineConfig):
     _target: Type = field(default_factory=lambda: SplitPipeline)
     transcript_every: int = 500
     """Write transcript.json / transcript.csv into the run folder every N steps (and at the end)."""
+    record_server_view: bool = False
+    """Keep what the server receives (subsampled ServerViews: rays, bins, h, the defended gradient, the defense's
+    public settings) in <run>/server_view/, so that attacks can be replayed offline (s2nerf-audit)."""
+    server_view_max_mb: float = 256.0
+    """record-server-view: size budget of the whole run's record in MiB; the rays kept per step follow from it."""
+    server_view_every: int = 1
+    """record-server-view: keep every N-th training step."""
+
+    def server_view_rays(self, steps: int) -> int:
+        """Rays kept per recorded step within the budget; an InputError (naming the flags) when not even one fits."""
+        model = self.model
+        rays = getattr(self.datamanager, "train_num_rays_per_batch", 1)
+        if not isinstance(model, SplitNerfModelConfig):
+            return 0
+        dim = density_mlp_dims(model.num_levels * model.features_per_level, model.hidden_dim,
+                               model.num_density_layers, 1 + model.geo_feat_dim)[model.cut_depth]
+        kept = rays_within_budget(self.server_view_max_mb, steps, self.server_view_every, model.num_samples, dim, rays)
+        if kept < 1:
+            need = -(-steps // self.server_view_every) * bytes_per_ray(model.num_samples, dim) / 2**20
+            raise InputError(f"--pipeline.server-view-max-mb {self.server_view_max_mb:g}: too small to keep even one ray "
+                             f"per recorded step of {steps} steps (needs {need:.1f}); raise it or "
+                             "--pipeline.server-view-every")
+        return kept
 
     def __post_init__(self) -> None:
         datamanager = self.datamanager
@@ -32,11 +57,16 @@ class SplitPipelineConfig(VanillaPipelineConfig):
                                  "give at least 1 ray per batch (the reference uses 4096)")
         if self.transcript_every < 1:
             raise InputError(f"--pipeline.transcript-every {self.transcript_every}: give at least 1 step")
+        if self.server_view_every < 1:
+            raise InputError(f"--pipeline.server-view-every {self.server_view_every}: give at least 1 step")
+        if not self.server_view_max_mb > 0:
+            raise InputError(f"--pipeline.server-view-max-mb {self.server_view_max_mb}: give a positive size in MiB")
 
 
 class SplitPipeline(VanillaPipeline):
     config: SplitPipelineConfig
     run_dir: Optional[Path] = None
+    view_recorder: Optional[ServerViewRecorder] = None
 
     def __init__(self, config: SplitPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
                  world_size: int = 1, local_rank: int = 0, grad_scaler: Optional[GradScaler] = None):
@@ -63,12 +93,32 @@ class SplitPipeline(VanillaPipeline):
         if self.run_dir is not None and self.split_model.config.split:
             self.split_model.channel.transcript.write(self.run_dir)
 
+    def start_server_view_record(self, steps: int) -> None:
+        """SERVER: keep what it receives in <run>/server_view/ (an observer on the channel, like any attacker)."""
+        model = self.split_model
+        if self.run_dir is None or not model.config.split or self.view_recorder is not None:
+            return
+        rays = self.config.server_view_rays(steps)
+        meta = {"steps": steps, "num_samples": model.config.num_samples, "dim": model.client_head.in_dim,
+                "max_mb": self.config.server_view_max_mb, "head": model.client_architecture(),
+                "background_color": model.config.background_color}
+        self.view_recorder = ServerViewRecorder(self.run_dir / "server_view", rays, self.config.server_view_every,
+                                                seed=model.config.run_seed or 0, meta=meta)
+        model.channel.add_observer(self.view_recorder)
+
+    def flush_server_view(self, step: int) -> None:
+        if self.view_recorder is not None:
+            self.view_recorder.flush()
+
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
         trainer = getattr(attrs, "trainer", None)
         if trainer is not None:
             self.run_dir = trainer.base_dir
+            if self.config.record_server_view:
+                self.start_server_view_record(trainer.config.max_num_iterations)
         callbacks = super().get_training_callbacks(attrs)
         callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.write_transcript,
                                           update_every_num_iters=self.config.transcript_every))
         callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], self.write_transcript))
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], self.flush_server_view))
         return callbacks
