@@ -4,6 +4,7 @@ equal to the live ones (up to float16), and refused in one line when the budget 
 import pytest
 import torch
 
+from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.protocol.view_recorder import bytes_per_ray, rays_within_budget, read_server_views
 from helpers import tiny_config
@@ -34,6 +35,7 @@ def test_recorded_views_equal_the_live_ones(tmp_path, one_thread):
     recorded = list(read_server_views(folder))
     assert [v.step for v in recorded] == [v["step"] for v in live]
     assert recorded[0].defense["kind"] == "s2nerf"
+    assert {v.batch_rays for v in recorded} == {64}  # the victim's batch (the gradient's scale), not the kept rays
     for rec, ref in zip(recorded, live):
         # the kept rays are a subset of the batch: find them by their pixel indices
         rows = [int(torch.nonzero((ref["ray_indices"] == idx).all(-1))[0]) for idx in rec.ray_indices]
@@ -43,6 +45,19 @@ def test_recorded_views_equal_the_live_ones(tmp_path, one_thread):
         scale = ref["grad"][rows].abs().max()
         assert torch.allclose(rec.grad, ref["grad"][rows], atol=float(scale) * 1e-3)
         assert float(rec.grad.abs().max()) > 0
+    # a surrogate replaying the record reads the same pixels as from the live batch (the gradient's scale is the
+    # victim's whole batch, not the rays kept)
+    model = trainer.pipeline.model
+    surrogate = SurrogateAttackConfig().setup(num_images=16, image_height=24, image_width=24,
+                                              head_kwargs=model.client_architecture(),
+                                              background_color=model.config.background_color, max_steps=10)
+    rec, ref = recorded[-1], live[-1]
+    rows = [int(torch.nonzero((ref["ray_indices"] == idx).all(-1))[0]) for idx in rec.ray_indices]
+    batch = surrogate._as_batch(rec)
+    from_record = surrogate.implied_pixels(batch["h"], batch["grad"], batch, float(batch["grad_scale"]), clamp=False)
+    from_live = surrogate.implied_pixels(ref["h"][rows], ref["grad"][rows], batch, 64.0, clamp=False)
+    assert float(batch["grad_scale"]) == 64.0
+    assert torch.allclose(from_record, from_live, atol=0.02)
 
 
 def test_a_budget_that_cannot_hold_one_ray_is_one_line(tmp_path):

@@ -175,9 +175,12 @@ class SurrogateAttacker(nn.Module):
 
     @staticmethod
     def _as_batch(view: ServerView) -> Dict[str, Tensor]:
-        return {"h": view.h, "grad": view.grad, "origins": view.origins, "directions": view.directions,
-                "bins": view.bins, "ray_indices": view.ray_indices,
-                "victim_step": torch.full((len(view.h),), int(view.step), dtype=torch.long, device=view.h.device)}
+        batch = {"h": view.h, "grad": view.grad, "origins": view.origins, "directions": view.directions,
+                 "bins": view.bins, "ray_indices": view.ray_indices,
+                 "victim_step": torch.full((len(view.h),), int(view.step), dtype=torch.long, device=view.h.device)}
+        if getattr(view, "batch_rays", None):  # a recorded subset of the victim's batch
+            batch["grad_scale"] = torch.tensor(float(view.batch_rays))
+        return batch
 
     def _remember(self, batch: Dict[str, Tensor]) -> None:
         if self.config.replay_buffer_rays <= 0 or (self.config.replay_steps == 0
@@ -188,7 +191,8 @@ class SurrogateAttacker(nn.Module):
         idx = torch.randperm(n, generator=self._gen)[:keep].to(batch["h"].device)
         item = {k: (v[idx].half() if v.is_floating_point() and k in ("h", "grad") else v[idx])
                 for k, v in batch.items()}
-        item["grad_scale"] = torch.tensor(float(n))  # the victim's batch size sets the gradient's scale
+        # the victim's batch size sets the gradient's scale
+        item["grad_scale"] = batch["grad_scale"] if "grad_scale" in batch else torch.tensor(float(n))
         self.replay.append(item)
         self._replay_rays += keep
         while self._replay_rays > self.config.replay_buffer_rays and len(self.replay) > 1:

@@ -39,6 +39,9 @@ class ServerView:
     """The (defended) gradient dL/dh the server received."""
     defense: Dict[str, object] = field(default_factory=dict)
     """The defense's public configuration (kind and knobs, plain values; no seed): protocol knowledge."""
+    batch_rays: Optional[int] = None
+    """Rays of the victim's batch when this view holds a subset of them (a recorded view); None: all of them.
+    The client's loss averages over the whole batch, which sets the gradient's scale."""
 
 
 Observer = Callable[[ServerView], None]

@@ -63,7 +63,8 @@ class ServerViewRecorder:
         grad = view.grad[keep].detach().float()
         scale = grad.abs().max().clamp_min(1e-38)
         self._pending.append({
-            "step": torch.tensor(view.step), "ray_indices": view.ray_indices[keep].int().cpu(),
+            "step": torch.tensor(view.step), "batch_rays": torch.tensor(view.batch_rays or num_rays),
+            "ray_indices": view.ray_indices[keep].int().cpu(),
             "origins": view.origins[keep].float().cpu(), "directions": view.directions[keep].float().cpu(),
             "bins": view.bins[keep].float().cpu(), "h": view.h[keep].detach().half().cpu(),
             "grad": (grad / scale).half().cpu(), "grad_scale": scale.cpu(),
@@ -103,4 +104,5 @@ def read_server_views(folder: Path, device: str = "cpu") -> Iterator[ServerView]
             positions = samples_from_bins(origins, directions, bins).frustums.get_positions()
             yield ServerView(step=int(chunk["step"][i]), ray_indices=chunk["ray_indices"][i].long(), origins=origins,
                              directions=directions, positions=positions, bins=bins, h=chunk["h"][i].float(),
-                             grad=chunk["grad"][i].float() * chunk["grad_scale"][i], defense=dict(meta["defense"]))
+                             grad=chunk["grad"][i].float() * chunk["grad_scale"][i], defense=dict(meta["defense"]),
+                             batch_rays=int(chunk["batch_rays"][i]))
