@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, Literal, Optional, Type
+from typing import Callable, Deque, Dict, Literal, Optional, Type
 
 import torch
 from jaxtyping import Float
@@ -298,27 +298,11 @@ class SurrogateAttacker(nn.Module):
 
     def implied_pixels(self, h: Tensor, g: Tensor, batch: Dict[str, Tensor], n_rays: float,
                        mask: Optional[Tensor] = None, with_trace: bool = False, clamp: bool = True):
-        """Per-ray least squares: the colour residual e with J^T e ~ g, and the pixel rgb' - e * 3N / 2.
-        ``mask`` drops entries of J (and g) the attacker ignores; ``with_trace`` also returns tr((J J^T)^-1)."""
-        with torch.enable_grad():
-            hh = h.detach().requires_grad_(True)
-            rgb = self.render_rays(hh, batch["origins"], batch["directions"], batch["bins"])
-            jac = []
-            for c in range(3):  # J_c = d rgb_c / d h, per ray
-                jac.append(torch.autograd.grad(rgb[:, c].sum(), hh, retain_graph=c < 2)[0].flatten(1))
-        J = torch.stack(jac, dim=1)  # [R, 3, S*D]
-        if mask is not None:
-            J = J * mask.flatten(1)[:, None, :]
-        gram = J @ J.transpose(1, 2)  # [R, 3, 3]
-        rhs = J @ g.flatten(1).unsqueeze(-1)  # [R, 3, 1]
-        reg = 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)[:, None, None]
-        system = gram + reg * torch.eye(3, device=h.device)
-        e = torch.linalg.solve(system, rhs)[..., 0]  # dL/drgb
-        pixels = rgb.detach() - e * (3 * n_rays / 2)
-        pixels = pixels.clamp(0.0, 1.0) if clamp else pixels
-        if with_trace:
-            return pixels, torch.linalg.inv(system).diagonal(dim1=1, dim2=2).sum(-1)
-        return pixels
+        """:func:`implied_pixels` through the surrogate's own render of the batch's rays."""
+        def render(hh: Tensor) -> Tensor:
+            return self.render_rays(hh, batch["origins"], batch["directions"], batch["bins"])
+
+        return implied_pixels(render, h, g, n_rays, mask, with_trace, clamp)
 
     def fit_leaked(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor, pixels: Tensor,
                    weight: float = 1.0, lr: float = 1e-2) -> float:
@@ -365,3 +349,31 @@ class SurrogateAttacker(nn.Module):
     def render(self, h: Tensor, origins: Tensor, directions: Tensor, bins: Tensor) -> Tensor:
         """The attacker's render of any rays, from the server's own embeddings."""
         return self.render_rays(h, origins, directions, bins)
+
+
+def implied_pixels(render: Callable[[Tensor], Float[Tensor, "R 3"]], h: Float[Tensor, "R S D"],
+                   g: Float[Tensor, "R S D"], n_rays: float, mask: Optional[Tensor] = None, with_trace: bool = False,
+                   clamp: bool = True):
+    """Per-ray least squares through a head's render ``rgb = render(h)``: the colour residual ``e`` with
+    ``J^T e ~ g`` (``J = d rgb / d h``), and the pixel ``rgb - e * 3N / 2`` whose MSE gradient (averaged over the
+    victim's ``N = n_rays`` rays and 3 channels) is ``g``. ``mask`` drops entries of ``J`` (and ``g``) the reader
+    ignores; ``with_trace`` also returns ``tr((J J^T)^-1)``."""
+    with torch.enable_grad():
+        hh = h.detach().requires_grad_(True)
+        rgb = render(hh)
+        jac = []
+        for c in range(3):  # J_c = d rgb_c / d h, per ray
+            jac.append(torch.autograd.grad(rgb[:, c].sum(), hh, retain_graph=c < 2)[0].flatten(1))
+    J = torch.stack(jac, dim=1)  # [R, 3, S*D]
+    if mask is not None:
+        J = J * mask.flatten(1)[:, None, :]
+    gram = J @ J.transpose(1, 2)  # [R, 3, 3]
+    rhs = J @ g.flatten(1).unsqueeze(-1)  # [R, 3, 1]
+    reg = 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)[:, None, None]
+    system = gram + reg * torch.eye(3, device=h.device)
+    e = torch.linalg.solve(system, rhs)[..., 0]  # dL/drgb
+    pixels = rgb.detach() - e * (3 * n_rays / 2)
+    pixels = pixels.clamp(0.0, 1.0) if clamp else pixels
+    if with_trace:
+        return pixels, torch.linalg.inv(system).diagonal(dim1=1, dim2=2).sum(-1)
+    return pixels

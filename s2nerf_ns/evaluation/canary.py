@@ -35,6 +35,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from s2nerf_ns.attacks.surrogate import implied_pixels
 from s2nerf_ns.protocol.channel import ServerView
 
 
@@ -99,27 +100,14 @@ def draw_canaries(num_pixels: int, num_canaries: int, generator: torch.Generator
 
 # ------------------------------------------------------------------------------------------ the distinguisher
 def noisy_targets(head, renderer, view: ServerView) -> Float[Tensor, "R 3"]:
-    """WHITE-BOX: the target colours ``y~_r`` whose MSE gradient the server received in ``view``.
+    """WHITE-BOX: the target colours ``y~_r`` whose MSE gradient the server received in ``view``: the least-squares
+    read-out of :func:`~s2nerf_ns.attacks.surrogate.implied_pixels`, through the client head itself (as it was
+    when the gradient was sent) instead of a surrogate, over the victim's whole batch."""
+    def render(h: Tensor) -> Tensor:
+        head_at = (lambda hh, dd: head(hh, dd, view.positions)) if getattr(head, "needs_positions", False) else head
+        return renderer(head_at, h, view.origins, view.directions, view.bins, with_depth=False)["rgb"]
 
-    The client's loss is ``mean((rgb - y~)^2)`` over ``R`` rays and 3 channels, so ``g_r = J_r^T v_r`` with
-    ``v_r = 2 (rgb_r - y~_r) / (3 R)`` and ``J_r = d rgb_r / d h_r``; ``v_r`` is solved from the normal equations
-    (3 x 3 per ray) with the head as it was when the gradient was sent."""
-    h = view.h.detach().clone().requires_grad_(True)
-    if getattr(head, "needs_positions", False):
-        def render_head(hh, dd):
-            return head(hh, dd, view.positions)
-    else:
-        render_head = head
-    with torch.enable_grad():
-        rgb = renderer(render_head, h, view.origins, view.directions, view.bins, with_depth=False)["rgb"]
-        rows = [torch.autograd.grad(rgb[:, c].sum(), h, retain_graph=c < 2)[0].flatten(1) for c in range(3)]
-    jac = torch.stack(rows, dim=1).double()  # [R, 3, S*D]
-    g = view.grad.detach().flatten(1).double()
-    gram = jac @ jac.transpose(1, 2)
-    scale = gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)
-    v = torch.linalg.solve(gram + 1e-9 * scale[:, None, None] * torch.eye(3, dtype=gram.dtype), jac @ g[..., None])
-    num_rays = g.shape[0]
-    return (rgb.detach().double() - v[..., 0] * (3 * num_rays / 2)).float()
+    return implied_pixels(render, view.h, view.grad, float(view.batch_rays or len(view.h)), clamp=False)
 
 
 @dataclass
