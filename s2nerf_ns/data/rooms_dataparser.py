@@ -35,6 +35,7 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from s2nerf_ns.errors import DataSetupError, InputError
+from s2nerf_ns.evaluation.image_metrics import MIN_IMAGE_SIZE
 from s2nerf_ns.scenes.catalog import EVAL_INTERVAL, RoomRenderParams, eval_split_indices, validate_eval_interval
 from s2nerf_ns.scenes.render import render_room
 
@@ -65,14 +66,19 @@ class RoomsDataParserConfig(RoomRenderParams, DataParserConfig):
     """Optional (empty: the built-in room from the cache): load an already rendered room folder (transforms.json + s2nerf_room.json) instead of the cache."""
 
     def __post_init__(self) -> None:
+        try:  # one line naming the flag: "s2nerf-rooms --spp: spp must be ..."
+            super().__post_init__()  # validates the rendering fields, naming the flag ("--spp: ...")
+        except ValueError as e:
+            raise InputError(f"s2nerf-rooms {e}") from None
         try:
-            super().__post_init__()  # validates the rendering fields
             validate_eval_interval(self.eval_interval, self.num_views)
-        except ValueError as e:  # one line naming the flag: "s2nerf-rooms --spp: spp must be ..."
-            words = str(e).split()
-            name = "scene" if str(e).startswith("Unknown scene") else (words[0] if words else "")
-            flag = f"s2nerf-rooms --{name.replace('_', '-')}: " if hasattr(self, name) and name != "data" else ""
-            raise InputError(f"{flag}{e}") from None
+        except ValueError as e:
+            views = f" --num-views {self.num_views}" if "num_views" in str(e) else ""
+            raise InputError(f"s2nerf-rooms{views} --eval-interval {self.eval_interval}: {e}") from None
+        from s2nerf_ns.data.checks import check_image_size
+
+        check_image_size(self.resolution, self.resolution, f"s2nerf-rooms --resolution {self.resolution}",
+                         f"give --resolution {MIN_IMAGE_SIZE} or more")
         self.cache_dir = Path(self.cache_dir).expanduser()
         if self.data is not None:
             self.data = Path(self.data).expanduser()

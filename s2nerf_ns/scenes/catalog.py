@@ -109,6 +109,11 @@ def validate_render_args(scene: str, resolution: int, spp: int, num_views: int, 
         raise ValueError(f"seed must be an integer in [0, 2**31), got {seed!r}")
 
 
+def render_arg_name(message: str) -> str:
+    """The argument a :func:`validate_render_args` message is about (``"scene"``, ``"resolution"``, ...)."""
+    return "scene" if message.startswith("Unknown scene") else (message.split() or [""])[0]
+
+
 def render_params(scene: str, resolution: int, spp: int, num_views: int, num_extra_views: int, seed: int) -> Dict[str, Any]:
     """Every parameter that determines the rendered output (used for the cache key)."""
     return {"scene": scene, "resolution": int(resolution), "spp": int(spp), "num_views": int(num_views),
@@ -141,7 +146,11 @@ class RoomRenderParams:
         self.validate_render_params()
 
     def validate_render_params(self) -> None:
-        validate_render_args(self.scene, self.resolution, self.spp, self.num_views, self.num_extra_views, self.seed)
+        """Raise ``ValueError("--flag: ...")`` naming the command-line flag of the first invalid field."""
+        try:
+            validate_render_args(self.scene, self.resolution, self.spp, self.num_views, self.num_extra_views, self.seed)
+        except ValueError as e:
+            raise ValueError(f"--{render_arg_name(str(e)).replace('_', '-')}: {e}") from None
 
     def render_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of :func:`s2nerf_ns.scenes.render_room` (besides ``scene`` and the folder)."""

@@ -9,7 +9,6 @@ Example::
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -26,23 +25,48 @@ class RenderRoomArgs(RoomRenderParams):
     output_dir: Path = field(kw_only=True)
     """Folder to write (transforms.json, images/, depths/, masks/, extra/, s2nerf_room.json)."""
     overwrite: bool = False
-    """Replace output-dir if it already exists and is not empty."""
+    """Replace output-dir if it holds a room this command rendered earlier (its .s2nerf-render-room marker, and
+    nothing else); any other non-empty folder is left alone."""
     preview: Optional[Path] = None
     """Also write a PNG contact sheet of a few views to this path."""
 
 
+PROG = "s2nerf-render-room"
+
+
+def _refuse(message: str) -> SystemExit:
+    return SystemExit(f"{PROG}: error: {message}")
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse, before anything is rendered, an output folder this command may not write: a file, a non-empty
+    folder without ``--overwrite``, or (with it) a folder s2nerf-render-room did not write (no marker) or that
+    holds files it did not write. Nothing is deleted here."""
+    from s2nerf_ns.scenes.render import MARKER, marker_entries
+
+    if out.exists() and not out.is_dir():
+        raise _refuse(f"--output-dir {out}: exists and is not a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    entries = marker_entries(out)
+    if entries is None:
+        raise _refuse(f"--output-dir {out}: not empty and not written by {PROG} (no {MARKER} marker), so it is left "
+                      "alone" + (" even with --overwrite" if overwrite else "") + ": choose a new or empty folder")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in set(entries) | {MARKER})
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise _refuse(f"--output-dir {out}: holds {foreign[0]}{more}, which {PROG} did not write, so it is left alone: "
+                      "move those out or choose a new folder")
+    if not overwrite:
+        raise _refuse(f"--output-dir {out}: holds a room rendered earlier; pass --overwrite to replace it")
+
+
 def run(args: RenderRoomArgs) -> Path:
-    from s2nerf_ns.scenes.render import render_room, save_preview
+    from s2nerf_ns.scenes.render import render_room, save_preview, write_marker
 
     args.validate_render_params()
     out = Path(args.output_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"error: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not args.overwrite:
-            raise SystemExit(f"error: {out} exists and is not empty; pass --overwrite to replace it")
-    elif out.is_dir():
-        shutil.rmtree(out)  # empty folder: render_room renames a finished temp folder into place
+    check_output_dir(out, args.overwrite)  # render_room then renames its finished temp folder into place
     render_room(args.scene, out, progress=True, **args.render_kwargs())
     with open(out / "s2nerf_room.json") as f:
         meta = json.load(f)
@@ -55,6 +79,8 @@ def run(args: RenderRoomArgs) -> Path:
     if args.preview is not None:
         v = args.num_views
         save_preview(out, args.preview, indices=[1, 1 + v // 4, 1 + v // 2, 1 + 3 * v // 4] if v > 4 else None)
+        if Path(args.preview).expanduser().absolute().parent == out.absolute():
+            write_marker(out, [Path(args.preview).name])  # written by this command: replaced with the folder
         print(f"Preview written to {args.preview}")
     return out
 

@@ -9,6 +9,7 @@ Folder layout written by :func:`render_room`::
     extra/extra_transforms.json  the off-trajectory "leaked" views (same keys), with extra/images, depths, masks
     textures/                    the textures of the room
     s2nerf_room.json             rendering parameters, room box, private items, lights, timings, versions
+    .s2nerf-render-room          marker: this folder was written by render_room, and which entries it holds
 
 Each frame records ``file_path``, ``depth_file_path``, ``private_mask_file_path`` (deliberately *not*
 nerfstudio's ``mask_path``, which would exclude those pixels from training) and ``transform_matrix``
@@ -116,12 +117,38 @@ def _metadata(scene: str, resolution: int, spp: int, num_views: int, num_extra_v
     }
 
 
+MARKER = ".s2nerf-render-room"
+"""Marker file :func:`render_room` writes into every folder it renders; ``s2nerf-render-room --overwrite``
+replaces only folders that hold it (and nothing it does not list)."""
+RENDERED_ENTRIES = ("transforms.json", "s2nerf_room.json", "images", "depths", "masks", "extra", "textures")
+"""Top-level entries :func:`render_room` writes (besides :data:`MARKER`)."""
+
+
+def write_marker(folder: Path, extra_entries: Sequence[str] = ()) -> None:
+    """Write (or extend) the marker of a rendered folder; ``extra_entries`` are files the CLI added (a preview)."""
+    entries = sorted(set(RENDERED_ENTRIES) | set(marker_entries(folder) or ()) | set(extra_entries))
+    (Path(folder) / MARKER).write_text(json.dumps({"written_by": "s2nerf-render-room", "entries": entries}, indent=2))
+
+
+def marker_entries(folder: Path) -> Optional[List[str]]:
+    """The entries a folder's marker lists, or ``None`` when the folder has no (valid) marker."""
+    try:
+        meta = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("written_by") != "s2nerf-render-room":
+        return None
+    entries = meta.get("entries")
+    return [str(e) for e in entries] if isinstance(entries, list) else None
+
+
 def render_room(scene: str, out_dir: Path, resolution: int = 128, spp: int = 32, num_views: int = 120,
                 num_extra_views: int = 4, seed: int = 0, progress: bool = True) -> Path:
     """Render a built-in room into ``out_dir`` (nerfstudio-data format) and return ``out_dir``.
 
     The folder is written atomically: everything is rendered into a temporary sibling directory that
-    is then renamed to ``out_dir`` (an existing ``out_dir`` is replaced).
+    is then renamed to ``out_dir`` (an existing ``out_dir`` is replaced: callers decide whether it may be; the
+    ``s2nerf-render-room`` command replaces only folders with this function's :data:`MARKER`).
     """
     validate_render_args(scene, resolution, spp, num_views, num_extra_views, seed)
     import mitsuba as mi
@@ -176,6 +203,7 @@ def render_room(scene: str, out_dir: Path, resolution: int = 128, spp: int = 32,
             json.dump(extra_transforms, f, indent=2)
         with open(tmp / "s2nerf_room.json", "w") as f:
             json.dump(meta, f, indent=2)
+        write_marker(tmp)
         # transforms.json last: its presence marks a complete render
         with open(tmp / "transforms.json", "w") as f:
             json.dump(transforms, f, indent=2)
