@@ -66,7 +66,7 @@ def pose_tasks(preset: str, work: Path) -> List[Tuple[str, List[str]]]:
                 for pose in ("estimate", "known"):
                     tag = defense.split()[0]
                     name = f"pose_{pose}_{room}_{tag}_{seed}"
-                    tasks.append((name, base + ["--rooms", room, "--defenses", defense, "--seed-list", str(seed),
+                    tasks.append((name, base + ["--rooms", room, "--defenses", defense, "--seeds", str(seed),
                                                 "--pose", pose, "--pose-search", "global", "--num-leaked", "2", "--out", str(work / name)]))
     return tasks
 

@@ -12,30 +12,41 @@ from typing_extensions import Annotated
 from s2nerf_ns.attacks.pose_search_parts import PoseSearchConfig, attack_search_config
 
 
+def check_readme(readme: Optional[Path]) -> None:
+    """``--readme``: an existing file (its generated block is rewritten or compared)."""
+    from s2nerf_ns.errors import InputError
+
+    if readme is not None and not Path(readme).is_file():
+        raise InputError(f"--readme {readme}: no such file (give the README whose generated block to rewrite)")
+
+
 @dataclass
 class Privacy:
     """Rooms x defenses x {SMA, SSMA}: victim utility and attacker leakage (resumable)."""
 
-    preset: Literal["smoke", "cpu", "gpu"] = "smoke"
-    """Size of every run: smoke (CI, seconds), cpu (2 cores), gpu (reference size)."""
+    preset: Literal["smoke", "cpu", "gpu", "judge"] = "smoke"
+    """Size of every run: smoke (CI, seconds), cpu (2 cores), gpu (reference size), judge (128 px rooms, issue 23;
+    not yet run)."""
     out: Path = Path("bench-results/privacy")
     """Output folder (results.json, results.md, privacy_utility.png, grid_<room>.png)."""
     rooms: List[str] = field(default_factory=lambda: ["bedroom", "office", "livingroom"])
     """Rooms to run."""
     defenses: Optional[List[str]] = None
     """Defense settings (default: all for cpu/gpu, splitnerf and the paper's s2nerf for smoke)."""
-    seed: int = 42
-    """First training seed (the cells use seed, seed + 1, ...)."""
-    seeds: Optional[int] = None
-    """Seeds per cell (default: 1 for smoke, 2 for cpu, 3 for gpu); tables report mean and sd."""
+    seeds: Optional[List[int]] = None
+    """The training seeds to run, e.g. --seeds 42 43 (default: the preset's: 42 for smoke, 42 43 for cpu,
+    42 43 44 for gpu); one process per seed into separate --out folders can be merged. Tables report mean and
+    sd over seeds. (Until issue 21 --seeds counted seeds from --seed; both now are this list.)"""
+    seed: Optional[int] = None
+    """Removed: give the seeds themselves with --seeds (kept to say so)."""
+    seed_list: Optional[List[int]] = None
+    """Removed: renamed --seeds (kept to say so)."""
     steps: Optional[int] = None
     """Override the preset's victim steps (recorded in results.json)."""
     post_training_steps: Optional[int] = None
     """Override the preset's attacker-only leaked-photo steps after training."""
     replay_steps: Optional[int] = None
     """Override the preset's attacker replay steps after training."""
-    seed_list: Optional[List[int]] = None
-    """Run exactly these seeds (e.g. one seed per process, into separate --out folders, then merge)."""
     pose: Literal["known", "estimate"] = "known"
     """Whether the SSMA attacker is told the leaked photo's pose or estimates it."""
     pose_search: Literal["retrieval", "global"] = "retrieval"
@@ -44,14 +55,31 @@ class Privacy:
     """With --pose-search global: the search's knobs (--search.objective, --search.region, --search.num-positions,
     ...; see PoseSearchConfig), recorded in results.json."""
     num_leaked: int = 1
-    """Leaked photos per cell (the rooms have 2 off-trajectory extra views; 2 scores the pose of each)."""
+    """Leaked photos per cell: 1 or 2 (the benchmark renders its rooms with 2 off-trajectory extra views, the
+    leaked photos' source; ns-train's rooms default to 4). 2 scores the pose of each."""
+    allow_dirty: bool = False
+    """Write results from a git checkout with uncommitted changes (refused otherwise); recorded in the results
+    and shown in the generated tables."""
+
+    def __post_init__(self) -> None:
+        from s2nerf_ns.bench import privacy
+        from s2nerf_ns.errors import InputError
+
+        if self.seed is not None:
+            raise InputError(f"--seed {self.seed}: removed; --seeds now lists the seeds themselves (it used to count "
+                             f"them from --seed), e.g. --seeds {self.seed} {self.seed + 1}")
+        if self.seed_list is not None:
+            raise InputError(f"--seed-list: renamed --seeds (e.g. --seeds {' '.join(map(str, self.seed_list))})")
+        privacy.check_inputs(self.rooms, list(self.defenses or privacy.default_defenses(self.preset)),
+                             privacy.default_seeds(self.preset) if self.seeds is None else self.seeds, self.num_leaked)
 
     def main(self) -> None:
         from s2nerf_ns.bench import privacy
 
-        privacy.run(self.preset, self.out, self.rooms, self.defenses, self.seed, self.pose, self.seeds, self.steps,
-                    self.seed_list, pose_search=self.pose_search, num_leaked=self.num_leaked,
-                    search_config=self.search, post_training_steps=self.post_training_steps, replay_steps=self.replay_steps)
+        privacy.run(self.preset, self.out, self.rooms, self.defenses, self.seeds, self.pose, self.steps,
+                    pose_search=self.pose_search, num_leaked=self.num_leaked, search_config=self.search,
+                    allow_dirty=self.allow_dirty, post_training_steps=self.post_training_steps,
+                    replay_steps=self.replay_steps)
         print((self.out / "results.md").read_text())
 
 
@@ -67,6 +95,9 @@ class Report:
     """README whose <!-- results:privacy --> ... <!-- /results --> block is regenerated."""
     check: bool = False
     """Only check that the README's block matches (exit 1 if not); writes nothing."""
+
+    def __post_init__(self) -> None:
+        check_readme(self.readme)
 
     def main(self) -> None:
         from s2nerf_ns.bench import report
@@ -88,17 +119,19 @@ class Report:
 class Speed:
     """Time per step, rays/s and memory of every method and of nerfacto, alternating in one process."""
 
-    preset: Literal["smoke", "cpu", "gpu"] = "cpu"
+    preset: Literal["smoke", "cpu", "gpu", "judge"] = "cpu"
     out: Path = Path("bench-results/speed")
     rounds: int = 3
     steps_per_round: int = 5
     include_nerfacto: bool = True
+    allow_dirty: bool = False
+    """Write results from a git checkout with uncommitted changes (refused otherwise); recorded in speed.json."""
 
     def main(self) -> None:
         from s2nerf_ns.bench import speed
 
         names = speed.SPLIT_METHODS + (("nerfacto",) if self.include_nerfacto else ())
-        speed.run(self.preset, self.out, names, self.rounds, self.steps_per_round)
+        speed.run(self.preset, self.out, names, self.rounds, self.steps_per_round, allow_dirty=self.allow_dirty)
         print((self.out / "speed.md").read_text())
 
 
@@ -106,13 +139,15 @@ class Speed:
 class Frontier:
     """Defense families x knob values (same victim seeds), SMA victims: frontier.json and frontier.png (resumable)."""
 
-    preset: Literal["smoke", "cpu", "gpu"] = "smoke"
-    """smoke (CI: 2 points per family, 3 steps), cpu, gpu (4 points per family)."""
+    preset: Literal["smoke", "cpu", "gpu", "judge"] = "smoke"
+    """smoke (CI: 2 points per family, 3 steps), cpu, gpu, judge (4 points per family; judge: 128 px rooms, issue
+    23, not yet run)."""
     out: Path = Path("bench-results/frontier")
     rooms: List[str] = field(default_factory=lambda: ["office"])
     families: Optional[List[str]] = None
     """Families to sweep (default: all; see s2nerf_ns.bench.frontier.FAMILIES)."""
     seeds: List[int] = field(default_factory=lambda: [42])
+    """The training seeds to run, e.g. --seeds 42 43 (the same list as privacy's --seeds)."""
     adaptive: bool = False
     """Attack with the adaptive attacker (knows the defense's public configuration)."""
     leakage_key: Optional[str] = None
@@ -128,6 +163,19 @@ class Frontier:
     figure, frontier.md and the verdict against the goal."""
     readme: Optional[Path] = None
     """README whose <!-- results:frontier --> ... <!-- /results --> block is regenerated from the results."""
+    allow_dirty: bool = False
+    """Write results from a git checkout with uncommitted changes (refused otherwise); recorded in every
+    record's provenance and shown in the generated block."""
+
+    def __post_init__(self) -> None:
+        from s2nerf_ns.bench import frontier
+
+        check_readme(self.readme)
+        if self.merge:
+            for path in self.merge:
+                frontier.load(path)
+        else:
+            frontier.check_inputs(self.rooms, list(self.families or frontier.FAMILIES), self.seeds, self.values)
 
     def main(self) -> None:
         from s2nerf_ns.bench import frontier, frontier_report
@@ -136,11 +184,38 @@ class Frontier:
             results = frontier.merge(self.merge, self.out, self.leakage_key)
         else:
             results = frontier.run(self.preset, self.out, self.rooms, self.families, self.seeds, self.adaptive,
-                                   self.leakage_key, self.values, self.baseline, self.runs)
+                                   self.leakage_key, self.values, self.baseline, self.runs, self.allow_dirty)
         frontier_report.write(results, self.out / "frontier.md")
         if self.readme is not None:
             frontier_report.update_readme(self.readme, results)
         print(f"{len(results['records'])} points, leakage key {results['leakage_key']}: {self.out / 'frontier.json'}")
+
+
+@dataclass
+class Resolution:
+    """The private items' size on the eval views of each preset's rooms (the mask pass only: seconds, no training)."""
+
+    presets: List[Literal["smoke", "cpu", "gpu", "judge"]] = field(default_factory=lambda: ["cpu", "judge"])
+    """Presets whose room size (resolution, views) to measure."""
+    rooms: List[str] = field(default_factory=lambda: ["bedroom", "office", "livingroom"])
+    """Rooms to measure."""
+
+    def __post_init__(self) -> None:
+        from s2nerf_ns.errors import InputError
+        from s2nerf_ns.scenes import ROOM_NAMES
+
+        bad = [r for r in self.rooms if r not in ROOM_NAMES]
+        if not self.rooms or bad:
+            raise InputError(f"--rooms {' '.join(bad)}: unknown room; rooms: {' '.join(ROOM_NAMES)}")
+        if not self.presets:
+            raise InputError("--presets: give at least one preset, e.g. --presets cpu judge")
+
+    def main(self) -> None:
+        from s2nerf_ns.bench import resolution
+        from s2nerf_ns.bench.common import PRESETS
+
+        for name in self.presets:
+            print(resolution.markdown(resolution.preset_resolution(PRESETS[name], self.rooms), name))
 
 
 @dataclass
@@ -201,7 +276,8 @@ def main() -> None:
                              Annotated[Figure, tyro.conf.subcommand("figure")],
                              Annotated[Report, tyro.conf.subcommand("report")],
                              Annotated[Frontier, tyro.conf.subcommand("frontier")],
-                             Annotated[PoseReport, tyro.conf.subcommand("pose-report")]])
+                             Annotated[PoseReport, tyro.conf.subcommand("pose-report")],
+                             Annotated[Resolution, tyro.conf.subcommand("resolution")]])
     command.main()
 
 

@@ -23,14 +23,21 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from s2nerf_ns.bench.common import PRESETS, Preset, environment, provenance, sized_config
+from s2nerf_ns.bench import frontier_cells
+from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_seeds, checked_provenance, environment,
+                                    sized_config)
 from s2nerf_ns.defenses import DefenseConfig
+from s2nerf_ns.errors import InputError
 from s2nerf_ns.integration.methods import method_config
+from s2nerf_ns.scenes import ROOM_NAMES
 
 LEAKAGE_KEYS = ("leakage_cm_lum_ssim", "leakage_lum_ssim", "leakage_ssim", "leakage_cmpsnr", "leakage_psnr",
                 "attack_lum_ssim_margin", "attack_cipsnr_margin")
 """The y axis: the first of these that every record has (override with ``leakage_key``)."""
-RECORDED_PREFIXES = ("attack_", "leakage_", "floor_", "private_", "embedding_attack_", "gradient_share_", "dp_")
+RECORDED_PREFIXES = ("attack_", "leakage_", "floor_", "private_", "embedding_attack_", "shading_attack_", "geometry_",
+                     "gradient_share_", "dp_")
+RAW_PREFIXES = tuple(f"{r}_" for r in frontier_cells.SOURCES["eval"][0] + frontier_cells.SOURCES["eval"][1])
+"""Per-view raw scores kept in a record's ``per_view`` rows (with ``psnr`` and ``ssim``)."""
 PAPER_POINT = ("s2nerf", 1.2)
 
 Family = Tuple[str, Sequence[float], Callable[[float], dict]]
@@ -57,6 +64,7 @@ FRONTIER_PRESETS: Dict[str, Preset] = {
     "smoke": Preset(24, 2, 16, 3, 128, 8, 4, 64, 12, 0, 0),
     "cpu": PRESETS["cpu"],
     "gpu": PRESETS["gpu"],
+    "judge": PRESETS["judge"],
 }
 
 
@@ -71,6 +79,26 @@ def points(preset: str, families: Sequence[str]) -> List[Tuple[str, float]]:
     return out
 
 
+def check_inputs(rooms: Sequence[str], families: Sequence[str], seeds: Sequence[int],
+                 values: Optional[Sequence[float]] = None) -> None:
+    """One line naming the flag for a room, family, seed or knob value the sweep cannot run."""
+    bad_rooms = [r for r in rooms if r not in ROOM_NAMES]
+    if not rooms or bad_rooms:
+        raise InputError(f"--rooms {' '.join(bad_rooms or rooms)}: {'unknown room' if bad_rooms else 'give a room'}; "
+                         f"rooms: {' '.join(ROOM_NAMES)}")
+    unknown = [f for f in families if f not in FAMILIES]
+    if not families or unknown:
+        raise InputError(f"--families {' '.join(unknown)}: {'unknown family' if unknown else 'give a family'}; "
+                         f"families: {' '.join(FAMILIES)}")
+    check_seeds(seeds)
+    if values is not None:
+        known = {v for f in families for v in FAMILIES[f][1]}
+        missing = [v for v in values if not any(abs(v - k) < 1e-12 for k in known)]
+        if not values or missing:
+            raise InputError(f"--values {' '.join(f'{v:g}' for v in missing)}: no such knob value in "
+                             f"{' '.join(families)} (values: {' '.join(f'{k:g}' for k in sorted(known))})")
+
+
 def run_point(room: str, family: Optional[str], value: float, preset: Preset, out_dir: Path, seed: int,
               adaptive: bool) -> dict:
     """Train one victim (undefended when ``family`` is None) with the SMA pipeline and collect its record."""
@@ -82,7 +110,7 @@ def run_point(room: str, family: Optional[str], value: float, preset: Preset, ou
     config.machine.seed = seed
     config.pipeline.attack.adaptive = adaptive
     config.pipeline.attack.replay_steps = preset.replay_steps
-    config.pipeline.datamanager.dataparser.num_extra_views = 2
+    config.pipeline.datamanager.dataparser.num_extra_views = EXTRA_VIEWS
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -91,7 +119,7 @@ def run_point(room: str, family: Optional[str], value: float, preset: Preset, ou
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     trainer.train()
-    metrics = trainer.pipeline.get_average_eval_image_metrics()
+    metrics, per_view = eval_with_views(trainer.pipeline)
     run_dir = Path(trainer.base_dir)
     summary_path = run_dir / "attack" / "attack_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -104,13 +132,40 @@ def run_point(room: str, family: Optional[str], value: float, preset: Preset, ou
         "settings": {**defense.public(), "client_appearance": bool(spec.get("client_appearance", False))},
         "psnr": float(metrics["psnr"]), "ssim": float(metrics["ssim"]),
         "leakage": {k: float(v) for k, v in metrics.items() if k.startswith(RECORDED_PREFIXES) and not k.endswith("_std")},
-        "dummies": {k: v for k, v in summary.items() if k.startswith(("dummy", "leakage", "private"))},
+        "dummies": {**{k: v for k, v in summary.items() if k.startswith(("dummy", "leakage", "private"))},
+                    "per_image": list(getattr(trainer.pipeline, "last_dummy_rows", []))},
+        "per_view": per_view,
         "epsilon": None if privacy is None else privacy["epsilon"],
         "delta": None if privacy is None else privacy["delta"],
         "privacy": privacy, "train_seconds": time.perf_counter() - start, "run_dir": str(run_dir),
         "nmi_debiased": True,  # NMI less its permutation baseline (evaluation.leakage.nmi)
     }
     return record
+
+
+def eval_with_views(pipeline) -> Tuple[Dict[str, float], List[Dict[str, float]]]:
+    """EVALUATION: the pipeline's averaged eval metrics and, per eval view, its raw scores (the victim's
+    PSNR/SSIM and every render's own scores, private items included): the rows the confidence intervals
+    resample. Nothing of the run changes: the model's per-view scoring is only observed."""
+    model = pipeline.model
+    original = model.get_image_metrics_and_images
+    per_view: List[Dict[str, float]] = []
+
+    def observed(outputs, batch):
+        before = len(getattr(pipeline, "_private_rows", []))
+        metrics, images = original(outputs, batch)
+        row = {k: float(v) for k, v in metrics.items() if k in ("psnr", "ssim") or k.startswith(RAW_PREFIXES)}
+        for private in getattr(pipeline, "_private_rows", [])[before:]:  # the attack's private-item scores
+            row.update({k: float(v) for k, v in private.items()})
+        per_view.append({"view": int(batch["image_idx"]), **row})
+        return metrics, images
+
+    model.get_image_metrics_and_images = observed
+    try:
+        metrics = pipeline.get_average_eval_image_metrics()
+    finally:
+        del model.get_image_metrics_and_images  # back to the class's method
+    return metrics, per_view
 
 
 def leakage_key(records: Sequence[dict], requested: Optional[str] = None) -> Optional[str]:
@@ -203,22 +258,23 @@ def plot(results: dict, path: Path, requested_key: Optional[str] = None) -> None
 
 def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ("office",), families: Optional[Sequence[str]] = None,
         seeds: Sequence[int] = (42,), adaptive: bool = False, requested_key: Optional[str] = None,
-        values: Optional[Sequence[float]] = None, baseline: bool = True, runs_dir: Optional[Path] = None) -> dict:
+        values: Optional[Sequence[float]] = None, baseline: bool = True, runs_dir: Optional[Path] = None,
+        allow_dirty: bool = False) -> dict:
     """Run (or resume) the sweep into ``out_dir/frontier.json``; ``values`` keeps only those knob values,
     ``baseline`` adds the undefended victim of every room and seed (the reference for the PSNR lost), and
-    ``runs_dir`` holds the training runs (default ``out_dir/runs``)."""
+    ``runs_dir`` holds the training runs (default ``out_dir/runs``). Every input, and the git checkout (clean
+    unless ``allow_dirty``), is checked before anything is written."""
     preset = FRONTIER_PRESETS[preset_name]
     families = list(FAMILIES if families is None else families)
-    unknown = [f for f in families if f not in FAMILIES]
-    if unknown:
-        raise SystemExit(f"unknown families {unknown}; families: {list(FAMILIES)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_inputs(rooms, families, seeds, values)
     path = out_dir / "frontier.json"
     results = json.loads(path.read_text()) if path.exists() else {"records": []}
     if results.get("preset") not in (None, preset_name):
-        raise SystemExit(f"{path} holds preset {results['preset']!r}; use another --out folder")
+        raise InputError(f"--out {out_dir}: its frontier.json holds preset {results['preset']!r}; use another --out")
+    prov = checked_provenance(allow_dirty)
+    out_dir.mkdir(parents=True, exist_ok=True)
     results.update(preset=preset_name, preset_values=dataclasses.asdict(preset), environment=environment(),
-                   provenance=provenance(), command=" ".join(sys.argv))
+                   provenance=prov, command=" ".join(sys.argv))
     done = {(r["room"], r["family"], r["value"], r["seed"], r["adaptive_attacker"]) for r in results["records"]}
     todo = [(room, None, 0.0, seed) for room in rooms for seed in seeds] if baseline else []
     todo += [(room, f, v, seed) for room in rooms for seed in seeds for f, v in points(preset_name, families)
@@ -244,13 +300,23 @@ def finish(results: dict, out_dir: Path, requested_key: Optional[str] = None) ->
     return results
 
 
+def load(path: Path, flag: str = "--merge") -> dict:
+    """A ``frontier.json`` (one line naming ``flag`` when the file is missing, not JSON or not a frontier)."""
+    from s2nerf_ns.bench.report import load_json
+
+    results = load_json(path, flag, "records", "frontier.json")
+    if "preset" not in results:
+        raise InputError(f"{flag} {path}: JSON but not a frontier.json (it has no 'preset' entry)")
+    return results
+
+
 def merge(sources: Sequence[Path], out_dir: Path, requested_key: Optional[str] = None) -> dict:
     """One frontier from several ``frontier.json`` (e.g. one per worker process); same preset required,
     later duplicates of a (room, family, value, seed, attacker) point are dropped."""
     merged: dict = {"records": [], "sources": []}
     seen = set()
     for source in sources:
-        part = json.loads(Path(source).read_text())
+        part = load(source)
         if merged.get("preset") not in (None, part["preset"]):
             raise SystemExit(f"{source} holds preset {part['preset']!r}, the others {merged['preset']!r}")
         merged.update({k: part[k] for k in ("preset", "preset_values", "environment") if k in part})

@@ -1,13 +1,19 @@
-"""The frontier's verdict against issue 11's goal, as markdown generated from ``frontier.json``.
+"""The frontier's verdict against issue 11's goal, with a confidence interval on every cell, as markdown
+generated from the raw scores of ``frontier.json``.
 
 The goal: a setting that, on every room, loses at most ``MAX_PSNR_LOST`` dB of victim PSNR against the
 undefended ``splitnerf`` and whose leakage over the floor is at most ``MAX_LEAKAGE_RATIO`` of splitnerf's, by
 every reported metric (``METRICS``) on every scope (``SCOPES``: the whole render, its private items, the
-dummy images and their private items). Values are means over the seeds of a room. A (room, scope, metric)
-on which the undefended victim's own leakage is within the metric's resolution (``RESOLUTION``: half a dB of
-cmPSNR, 0.02 of SSIM or NMI; differences this small flip between seeds) cannot meaningfully be cut to a
-tenth: it is left out of the verdict and counted, so the reader sees how many. Nothing here is typed by hand: the
-README block between ``<!-- results:frontier -->`` and ``<!-- /results -->`` is this module's output.
+dummy images and their private items). Values are means over the seeds of a room, recomputed from the raw
+scores (:mod:`s2nerf_ns.bench.frontier_cells`); each has a 95 % bootstrap interval over seeds and eval views
+(:mod:`s2nerf_ns.evaluation.confidence`). A cell (setting, room, scope, metric) **passes** only where its
+ratio's interval lies at or under the goal, **fails** only where it lies entirely over it, and is otherwise
+**not resolved**; likewise the PSNR lost of each room. A setting meets the goal only if every room's cost and
+every cell pass; it fails if any fails; otherwise it is not resolved. Cells on which the undefended
+victim's own leakage is within the metric's resolution (``RESOLUTION``) or whose interval reaches zero
+cannot be cut to a tenth meaningfully: the former are left out (counted), the latter are not resolved.
+Nothing here is typed by hand: the README block between ``<!-- results:frontier -->`` and
+``<!-- /results -->`` is this module's output.
 """
 
 from __future__ import annotations
@@ -18,88 +24,84 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from s2nerf_ns.bench.frontier_cells import METRICS, SCOPES, cells  # noqa: F401 (SCOPES: the goal's scopes)
 from s2nerf_ns.bench.report import block_matches, replace_block
+from s2nerf_ns.evaluation.confidence import FAIL, LEVEL, PASS, REPLICATES, UNRESOLVED, Interval, judge
 
 MAX_PSNR_LOST = 1.5
 MAX_LEAKAGE_RATIO = 0.10
-METRICS = ("cmpsnr", "cm_lum_ssim", "cm_nmi", "nmi")
 RESOLUTION = {"cmpsnr": 0.5, "cm_lum_ssim": 0.02, "cm_nmi": 0.02, "nmi": 0.02}
 COLOUR_METRICS = ("cmpsnr", "cm_lum_ssim")
 """The fidelity scores alone (the second verdict): results recorded before NMI subtracted its permutation
 baseline (``nmi_debiased`` false) carry the plug-in bias, as large as the leakage on small regions."""
-SCOPES = {"render": "leakage_{}", "private": "leakage_private_{}",
-          "dummies": "dummy_leakage_{}", "dummies private": "dummy_leakage_private_{}"}
 BEGIN, END = "<!-- results:frontier -->", "<!-- /results -->"
 Point = Tuple[str, float]
 
 
-def leakage_value(record: dict, scope: str, metric: str) -> Optional[float]:
-    """One leakage score of a frontier record (None when the run did not report it)."""
-    key = SCOPES[scope].format(metric)
-    source = record.get("dummies", {}).get("dummy_metrics", {}) if scope.startswith("dummies") else record["leakage"]
-    value = source.get(key)
-    return None if value is None or not math.isfinite(float(value)) else float(value)
-
-
 def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
-    vals = [v for v in values if v is not None]
+    vals = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(vals)) if vals else None
 
 
-def room_means(records: Sequence[dict], adaptive: Optional[bool] = None) -> Dict[Tuple[str, str, float], dict]:
-    """Per (room, family, value): seeds, mean PSNR lost and mean leakage per (scope, metric)."""
-    groups: Dict[Tuple[str, str, float], List[dict]] = {}
-    for r in records:
-        if adaptive is None or r["adaptive_attacker"] == adaptive:
-            groups.setdefault((r["room"], r["family"], r["value"]), []).append(r)
-    out = {}
-    for key, recs in groups.items():
-        lost = [r.get("psnr_lost") for r in recs]
-        out[key] = {"seeds": sorted(r["seed"] for r in recs), "psnr": _mean([r["psnr"] for r in recs]),
-                    "psnr_lost": _mean(lost),
-                    "psnr_lost_sd": float(np.std([v for v in lost if v is not None], ddof=1))
-                    if sum(v is not None for v in lost) > 1 else 0.0,
-                    "epsilon": _mean([r.get("epsilon") for r in recs]),
-                    "leakage": {(s, m): _mean([leakage_value(r, s, m) for r in recs]) for s in SCOPES for m in METRICS}}
-    return out
+def judge_cell(entry: dict, sm: Tuple[str, str]) -> str:
+    """``excluded`` (undefended leakage within resolution), or the ratio's pass / fail / not resolved; a
+    ratio whose undefended leakage's interval reaches zero is not resolved."""
+    ref: Interval = entry["reference"][sm]
+    if not math.isfinite(ref.point) or not math.isfinite(entry["leakage"][sm].point):
+        return "missing"
+    if ref.point <= RESOLUTION[sm[1]]:
+        return "excluded"
+    if not ref.resolved or ref.low <= 0:
+        return UNRESOLVED
+    return judge(entry["ratio"][sm], MAX_LEAKAGE_RATIO)
 
 
-def verdicts(records: Sequence[dict], metrics: Sequence[str] = METRICS) -> Dict[Point, dict]:
-    """Per defended setting: the worst ratio to splitnerf's leakage over ``metrics`` and the most PSNR lost
-    over rooms."""
-    means = room_means(records)
-    rooms = sorted({room for room, _, _ in means})
+def verdicts(records: Sequence[dict], metrics: Sequence[str] = METRICS,
+             computed: Optional[Dict[Tuple[str, str, float], dict]] = None) -> Dict[Point, dict]:
+    """Per defended setting: per room its cells judged, the worst ratio, the most PSNR lost, the counts of
+    cells that pass, fail and are not resolved, and the setting's ``verdict`` (``meets_goal`` if pass)."""
+    computed = cells(records) if computed is None else computed
+    rooms = sorted({r["room"] for r in records})
     out: Dict[Point, dict] = {}
-    for (room, family, value), cell in means.items():
+    for (room, family, value), entry in computed.items():
         if family == "splitnerf":
             continue
-        same_seeds = [r for r in records if r["room"] == room and r["family"] == "splitnerf" and r["seed"] in cell["seeds"]]
-        ref = room_means(same_seeds).get((room, "splitnerf", 0.0))  # the undefended victim on the same seeds
-        entry = out.setdefault((family, value), {"rooms": {}, "excluded": 0})
-        if ref is None:
-            continue
-        ratios = {}
-        for sm, leak in cell["leakage"].items():
+        v = out.setdefault((family, value), {"rooms": {}, "excluded": 0, "counts": {PASS: 0, FAIL: 0, UNRESOLVED: 0}})
+        judged = {}
+        for sm in entry["ratio"]:
             if sm[1] not in metrics:
                 continue
-            base = ref["leakage"].get(sm)
-            if leak is None or base is None:
-                continue
-            if base <= RESOLUTION[sm[1]]:
-                entry["excluded"] += 1
-                continue
-            ratios[sm] = leak / base
-        entry["rooms"][room] = {"psnr_lost": cell["psnr_lost"], "seeds": cell["seeds"], "ratios": ratios,
-                                "worst": max(ratios.items(), key=lambda kv: kv[1]) if ratios else None}
-    for point, entry in out.items():
-        covered = [entry["rooms"][r] for r in rooms if r in entry["rooms"]]
-        entry["all_rooms"] = len(covered) == len(rooms)
-        entry["max_psnr_lost"] = max((c["psnr_lost"] for c in covered if c["psnr_lost"] is not None), default=None)
-        worst = [c["worst"] for c in covered if c["worst"] is not None]
-        entry["worst"] = max(worst, key=lambda kv: kv[1]) if worst else None
-        entry["meets_goal"] = bool(entry["all_rooms"] and entry["max_psnr_lost"] is not None and entry["worst"]
-                                   and entry["max_psnr_lost"] <= MAX_PSNR_LOST
-                                   and entry["worst"][1] <= MAX_LEAKAGE_RATIO)
+            outcome = judge_cell(entry, sm)
+            if outcome == "excluded":
+                v["excluded"] += 1
+            elif outcome != "missing":
+                judged[sm] = outcome
+                v["counts"][outcome] += 1
+        ratios = {sm: entry["ratio"][sm] for sm in judged}
+        finite = {sm: iv for sm, iv in ratios.items() if math.isfinite(iv.point)}
+        worst = max(finite.items(), key=lambda kv: kv[1].point) if finite else None
+        v["rooms"][room] = {"psnr_lost": entry["psnr_lost"].point, "psnr_lost_interval": entry["psnr_lost"],
+                            "cost": judge(entry["psnr_lost"], MAX_PSNR_LOST), "seeds": entry["seeds"],
+                            "per_view": entry["per_view"], "judged": judged, "ratios": ratios,
+                            "worst": None if worst is None else (worst[0], worst[1].point), "worst_interval": worst}
+    for point, v in out.items():
+        covered = [v["rooms"][r] for r in rooms if r in v["rooms"]]
+        v["all_rooms"] = len(covered) == len(rooms)
+        costs = [c for c in covered if math.isfinite(c["psnr_lost"])]
+        v["max_psnr_lost"] = max((c["psnr_lost"] for c in costs), default=None)
+        v["cost_interval"] = max(costs, key=lambda c: c["psnr_lost"])["psnr_lost_interval"] if costs else None
+        worst = [c for c in covered if c["worst"] is not None]
+        top = max(worst, key=lambda c: c["worst"][1]) if worst else None
+        v["worst"] = None if top is None else top["worst"]
+        v["worst_interval"] = None if top is None else top["worst_interval"][1]
+        outcomes = [c["cost"] for c in covered] + [o for c in covered for o in c["judged"].values()]
+        if FAIL in outcomes:
+            v["verdict"] = FAIL
+        elif v["all_rooms"] and outcomes and all(o == PASS for o in outcomes) and v["counts"][PASS]:
+            v["verdict"] = PASS
+        else:
+            v["verdict"] = UNRESOLVED
+        v["meets_goal"] = v["verdict"] == PASS
     return out
 
 
@@ -109,50 +111,118 @@ def _f(value: Optional[float], digits: int = 2, signed: bool = False) -> str:
     return f"{value:{'+' if signed else ''}.{digits}f}"
 
 
-def markdown(results: dict) -> str:
-    """Tables: per setting (means over rooms and seeds) and the verdict against the goal."""
+def _seed_text(seeds: Sequence[int]) -> str:
+    return f"{len(seeds)} ({', '.join(map(str, seeds))})"
+
+
+def _verdict_text(v: Optional[dict]) -> str:
+    if v is None:
+        return ""
+    if not v["all_rooms"] and v["verdict"] != FAIL:
+        return "rooms missing"
+    return {PASS: "**yes**", FAIL: "no", UNRESOLVED: "not resolved"}[v["verdict"]]
+
+
+def provenance_line(results: dict) -> str:
+    """The code behind the records: commits, and how many runs came from a tree with uncommitted changes."""
+    provs = [r.get("provenance") or {} for r in results["records"]]
+    commits = sorted({str(p.get("git_commit", "unknown"))[:10] for p in provs})
+    dirty = [p for p in provs if p.get("git_dirty")]
+    line = f"Code: commit {', '.join(commits)}"
+    if not dirty:
+        return line + (", clean tree." if all(p.get("git_dirty") is False for p in provs) else ".")
+    allowed = sum(bool(p.get("allow_dirty")) for p in dirty)
+    unrecorded = sum("allow_dirty" not in p for p in dirty)
+    line += f"; {len(dirty)} of {len(provs)} runs from a tree with uncommitted changes"
+    if allowed:
+        line += f" ({allowed} written with `--allow-dirty`)"
+    if unrecorded:
+        line += f" ({unrecorded} written before the benchmarks refused a dirty tree)"
+    return line + "."
+
+
+def header(results: dict, verdict: Dict[Point, dict], per_view: bool) -> List[str]:
     records = results["records"]
-    verdict = verdicts(records)
     rooms = sorted({r["room"] for r in records})
-    seeds = sorted({r["seed"] for r in records})
     attackers = sorted({"adaptive" if r["adaptive_attacker"] else "plain" for r in records})
-    lines = [f"Preset `{results.get('preset')}`, rooms {', '.join(rooms)}, seeds {', '.join(map(str, seeds))}, "
-             f"{' and '.join(attackers)} gradient attacker; {len(records)} runs. Leakage = best attack (gradient "
-             "attacker or embedding attack) minus the floor, scene colour map; ratio = defended / undefended "
-             "leakage of the same room (means over seeds).", "",
-             "| defense | knob | PSNR lost (dB, worst room) | render cm lum-SSIM | private cm lum-SSIM | "
-             "dummies cm lum-SSIM | render cmPSNR (dB) | worst ratio (room, scope, metric) | epsilon | goal | "
-             "goal, cmPSNR and cm lum-SSIM only |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    colour = verdicts(records, COLOUR_METRICS)
-    means = room_means(records)
+    by_seeds: Dict[str, List[str]] = {}
+    for (family, value), v in sorted(verdict.items()):
+        per_room: Dict[str, List[str]] = {}
+        for room in sorted(v["rooms"]):
+            per_room.setdefault(_seed_text(sorted(v["rooms"][room]["seeds"])), []).append(room)
+        text = next(iter(per_room)) if len(per_room) == 1 else ", ".join(
+            f"{seeds} on {' and '.join(rs)}" for seeds, rs in sorted(per_room.items(), reverse=True))
+        by_seeds.setdefault(text, []).append(f"{family} {value:g}")
+    groups = sorted(by_seeds.items(), key=lambda kv: (-len(kv[1]), kv[0]))  # the largest by count, the rest named
+    seed_parts = [f"{text}: {len(names)} settings" if i == 0 and len(groups) > 1 else f"{text}: {', '.join(names)}"
+                  for i, (text, names) in enumerate(groups)]
+    most = max((len(c["seeds"]) for v in verdict.values() for c in v["rooms"].values()), default=0)
+    how = ("seeds and eval views (dummy images for the dummies)" if per_view else
+           "seeds only: these records hold no per-view scores, so a setting with one seed has no interval "
+           "and is never judged pass or fail" + (
+               f"; with {most} seeds an interval is little more than the range of the seeds' values, narrower "
+               "than a true 95 % interval" if most <= 3 else ""))
+    return [f"Preset `{results.get('preset')}`, rooms {', '.join(rooms)}, {' and '.join(attackers)} gradient "
+            f"attacker; {len(records)} runs. Seeds per setting (every room unless said): {'; '.join(seed_parts)}. "
+            f"{provenance_line(results)}",
+            "",
+            "Leakage = the best of the attacks a run scored (gradient attacker, embedding attack and, in runs that "
+            "have it, the shading attack) minus the best floor, scene colour map, recomputed from each run's raw "
+            "scores; ratio = defended / undefended leakage of the same room and "
+            f"seeds (means over seeds). [a, b]: {LEVEL:.0%} percentile bootstrap interval ({REPLICATES} "
+            f"replicates) over {how}. A cell passes only where its interval is at most the goal, fails only "
+            "where it is entirely over it; otherwise it is not resolved."]
+
+
+def markdown(results: dict) -> str:
+    """Tables: per setting (means over rooms and seeds, intervals) and the verdict against the goal."""
+    records = results["records"]
+    computed = cells(records)
+    verdict = verdicts(records, computed=computed)
+    colour = verdicts(records, COLOUR_METRICS, computed=computed)
+    per_view = bool(computed) and all(c["per_view"] for c in computed.values())
+    lines = header(results, verdict, per_view) + [
+        "",
+        "| defense | knob | PSNR lost (dB, worst room) | render cm lum-SSIM | private cm lum-SSIM | "
+        "dummies cm lum-SSIM | render cmPSNR (dB) | worst ratio (room, scope, metric) | cells pass / fail / "
+        "not resolved / left out | epsilon | goal | goal, cmPSNR and cm lum-SSIM only |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by_point: Dict[Point, List[dict]] = {}
-    for (room, family, value), cell in means.items():
-        by_point.setdefault((family, value), []).append(cell)
+    for (room, family, value), entry in computed.items():
+        by_point.setdefault((family, value), []).append(entry)
+    eps: Dict[Point, List[Optional[float]]] = {}
+    for r in records:
+        eps.setdefault((r["family"], r["value"]), []).append(r.get("epsilon"))
     for (family, value) in sorted(by_point, key=lambda p: (p[0] != "splitnerf", p)):
-        cells = by_point[(family, value)]
-        leak = {sm: _mean([c["leakage"][sm] for c in cells]) for sm in cells[0]["leakage"]}
+        entries = by_point[(family, value)]
+        side = "reference" if family == "splitnerf" else "leakage"
+        leak = {sm: _mean([e[side][sm].point for e in entries]) for sm in entries[0][side]}
         v = verdict.get((family, value))
-        worst = "reference" if v is None else "n/a" if not v["worst"] else (
-            f"{v['worst'][1]:.2f} ({', '.join(map(str, _where(v)))})")
-        lost = "0 (reference)" if v is None else _f(v["max_psnr_lost"])
-        goal = "" if v is None else ("**yes**" if v["meets_goal"] else "no" if v["all_rooms"] else "rooms missing")
-        c = colour.get((family, value))
-        goal += " | " + ("" if c is None else ("**yes**" if c["meets_goal"] else "no" if c["all_rooms"] else
-                                                "rooms missing"))
+        if v is None:
+            lost, worst, counts = "0 (reference)", "reference", ""
+        else:
+            lost = "n/a" if v["cost_interval"] is None else v["cost_interval"].text()
+            worst = "n/a" if not v["worst"] else f"{v['worst_interval'].text()} ({', '.join(_where(v))})"
+            counts = " / ".join(str(n) for n in (*v["counts"].values(), v["excluded"]))
         lines.append(f"| {family} | {value:g} | {lost} | {_f(leak[('render', 'cm_lum_ssim')], 3, True)} | "
                      f"{_f(leak[('private', 'cm_lum_ssim')], 3, True)} | {_f(leak[('dummies', 'cm_lum_ssim')], 3, True)} | "
-                     f"{_f(leak[('render', 'cmpsnr')], 2, True)} | {worst} | "
-                     f"{_f(_mean([c['epsilon'] for c in cells]), 1)} | {goal} |")
+                     f"{_f(leak[('render', 'cmpsnr')], 2, True)} | {worst} | {counts} | "
+                     f"{_f(_mean(eps.get((family, value), [])), 1)} | {_verdict_text(v)} | "
+                     f"{_verdict_text(colour.get((family, value)))} |")
     lines += ["", *summary_lines(verdict)]
     met = sorted(p for p, c in colour.items() if c["meets_goal"])
-    lines.append(f"On cmPSNR and cm lum-SSIM alone the goal is met by: "
-                 f"{', '.join(f'{f} {v:g}' for f, v in met) or 'none'}.")
+    unresolved = sorted(p for p, c in colour.items() if c["verdict"] == UNRESOLVED)
+    lines.append(f"On cmPSNR and cm lum-SSIM alone the goal is met by: {_names(met) or 'none'}; "
+                 f"not resolved: {_names(unresolved) or 'none'}.")
     debiased = {bool(r.get("nmi_debiased")) for r in records}
     if debiased != {True}:
         lines.append("These runs scored NMI without subtracting its permutation baseline: their NMI leakage "
                      "includes the estimator's small-sample bias (see `evaluation.leakage.NMI_BINS`).")
     return "\n".join(lines) + "\n"
+
+
+def _names(points: Sequence[Point]) -> str:
+    return ", ".join(f"{f} {v:g}" for f, v in points)
 
 
 def _where(v: dict) -> Tuple[str, str, str]:
@@ -162,34 +232,38 @@ def _where(v: dict) -> Tuple[str, str, str]:
 
 
 def summary_lines(verdict: Dict[Point, dict]) -> List[str]:
-    """The sentences under the table: who meets the goal, each family's closest point, who dominates S²NeRF."""
-    met = [p for p, v in verdict.items() if v["meets_goal"]]
-    out = []
+    """The sentences under the table: who meets the goal, the counts, each family's closest point, who
+    dominates S²NeRF."""
+    goal = (f"<= {MAX_PSNR_LOST} dB lost and <= {MAX_LEAKAGE_RATIO:.0%} of splitnerf's leakage on every room, "
+            "scope and metric")
+    met = sorted(p for p, v in verdict.items() if v["meets_goal"])
+    failed = sorted(p for p, v in verdict.items() if v["verdict"] == FAIL)
+    open_ = sorted(p for p, v in verdict.items() if v["verdict"] == UNRESOLVED)
+    total = {k: sum(v["counts"][k] for v in verdict.values()) for k in (PASS, FAIL, UNRESOLVED)}
+    out = [f"Goal met by: {_names(met) or 'none'} ({goal}, judged on the intervals); failed by "
+           f"{len(failed)} of {len(verdict)} settings; not resolved: {_names(open_) or 'none'}. Cells: "
+           f"{total[PASS]} pass, {total[FAIL]} fail, {total[UNRESOLVED]} not resolved."]
     if met:
         best = min(met, key=lambda p: verdict[p]["max_psnr_lost"])
-        out.append(f"Goal met (<= {MAX_PSNR_LOST} dB lost and <= {MAX_LEAKAGE_RATIO:.0%} of splitnerf's leakage "
-                   f"on every room, scope and metric) by: {', '.join(f'{f} {v:g}' for f, v in sorted(met))}; "
-                   f"least PSNR lost: {best[0]} {best[1]:g}.")
-    else:
-        out.append(f"No setting meets the goal (<= {MAX_PSNR_LOST} dB lost and <= {MAX_LEAKAGE_RATIO:.0%} of "
-                   "splitnerf's leakage on every room, scope and metric). Closest per family (smallest worst "
-                   f"ratio among points losing <= {MAX_PSNR_LOST} dB on every room):")
-        for family in sorted({f for f, _ in verdict}):
-            ok = [(p, v) for p, v in verdict.items() if p[0] == family and v["worst"] and v["max_psnr_lost"] is not None
-                  and v["max_psnr_lost"] <= MAX_PSNR_LOST]
-            if not ok:
-                out.append(f"- {family}: every point loses more than {MAX_PSNR_LOST} dB on some room.")
-                continue
-            (f, value), v = min(ok, key=lambda pv: pv[1]["worst"][1])
-            out.append(f"- {family} {value:g}: worst ratio {v['worst'][1]:.2f} ({', '.join(_where(v))}), "
-                       f"{v['max_psnr_lost']:.2f} dB lost.")
+        out.append(f"Least PSNR lost among those meeting the goal: {best[0]} {best[1]:g}.")
+    out.append(f"Closest per family (smallest worst ratio, point values, among points losing <= {MAX_PSNR_LOST} dB "
+               "on every room):")
+    for family in sorted({f for f, _ in verdict}):
+        ok = [(p, v) for p, v in verdict.items() if p[0] == family and v["worst"] and v["max_psnr_lost"] is not None
+              and v["max_psnr_lost"] <= MAX_PSNR_LOST]
+        if not ok:
+            out.append(f"- {family}: every point loses more than {MAX_PSNR_LOST} dB on some room.")
+            continue
+        (f, value), v = min(ok, key=lambda pv: pv[1]["worst"][1])
+        out.append(f"- {family} {value:g}: worst ratio {v['worst_interval'].text()} ({', '.join(_where(v))}), "
+                   f"{v['max_psnr_lost']:.2f} dB lost.")
     paper = verdict.get(("s2nerf", 1.2))
     if paper and paper["worst"] and paper["max_psnr_lost"] is not None:
         dominating = [p for p, v in verdict.items() if p != ("s2nerf", 1.2) and v["worst"] and v["max_psnr_lost"]
                       is not None and v["max_psnr_lost"] <= paper["max_psnr_lost"] and v["worst"][1] <= paper["worst"][1]]
         out.append(f"S²NeRF at the paper's point (c = 1.2, r = 1e-4): {paper['max_psnr_lost']:.2f} dB lost, worst "
-                   f"ratio {paper['worst'][1]:.2f}. Settings at least as good on both: "
-                   f"{', '.join(f'{f} {v:g}' for f, v in sorted(dominating)) or 'none'}.")
+                   f"ratio {paper['worst'][1]:.2f}. Settings at least as good on both (point values): "
+                   f"{_names(sorted(dominating)) or 'none'}.")
     excluded = sum(v["excluded"] for v in verdict.values())
     if excluded:
         out.append(f"({excluded} (setting, room, scope, metric) cells left out of the ratios: there the undefended "
@@ -198,10 +272,29 @@ def summary_lines(verdict: Dict[Point, dict]) -> List[str]:
     return out
 
 
+def cells_markdown(results: dict) -> str:
+    """Every judged cell: defended and undefended leakage and their ratio, each with its interval."""
+    computed = cells(results["records"])
+    lines = ["| defense | knob | room | scope | metric | leakage | splitnerf's leakage | ratio | cell |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (room, family, value), e in sorted(computed.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        if family == "splitnerf":
+            continue
+        for sm in e["ratio"]:
+            lines.append(f"| {family} | {value:g} | {room} | {sm[0]} | {sm[1]} | {e['leakage'][sm].text(3, True)} | "
+                         f"{e['reference'][sm].text(3, True)} | {e['ratio'][sm].text()} | {judge_cell(e, sm)} |")
+    return "\n".join(lines) + "\n"
+
+
+def document(results: dict) -> str:
+    """``frontier.md``: the README block's tables, then every cell with its intervals."""
+    return markdown(results) + "\n## Every cell\n\n" + cells_markdown(results)
+
+
 def write(results: dict, path: Path) -> str:
-    text = markdown(results)
-    path.write_text(text)
-    return text
+    """Write :func:`document` to ``path``; returns the README block's part."""
+    path.write_text(document(results))
+    return markdown(results)
 
 
 def update_readme(readme: Path, results: dict) -> bool:

@@ -25,8 +25,10 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from s2nerf_ns.attacks.pose_search import PoseSearchConfig, attack_search_config
-from s2nerf_ns.bench.common import PRESETS, Preset, environment, provenance, sized_config
+from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_seeds, checked_provenance, environment,
+                                    sized_config)
 from s2nerf_ns.defenses import DefenseConfig
+from s2nerf_ns.errors import InputError
 from s2nerf_ns.evaluation.figures import save_image_grid
 from s2nerf_ns.integration.methods import lite_model, method_config
 from s2nerf_ns.scenes import ROOM_NAMES as ROOMS
@@ -74,7 +76,7 @@ def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: in
     pipe.post_training_steps = preset.post_training_steps
     pipe.leak_rays_per_step = preset.rays
     pipe.attack.replay_steps = preset.replay_steps
-    pipe.datamanager.dataparser.num_extra_views = 2
+    pipe.datamanager.dataparser.num_extra_views = EXTRA_VIEWS
     return config
 
 
@@ -132,10 +134,15 @@ def summarise(results: dict) -> Dict[str, dict]:
     from s2nerf_ns.integration.attack_pipeline import derived_leakage
 
     groups: Dict[str, List[dict]] = {}
-    for cell in results["cells"].values():
+    for stored in results["cells"].values():
+        # the derived scores (floor, leakage, per-attack margins, gradient share) are recomputed from each
+        # render's raw scores, never read: a table cannot disagree with the raw scores it is made from
+        cell = dict(stored)
         for part, attacks in (("sma", ("attack", "embedding_attack")), ("ssma", ("attack", "embedding_attack"))):
-            if cell.get(part) and "attack_leakage_cmpsnr" not in cell[part]:  # older cells: derive per-attack margins
-                cell[part].update(derived_leakage(cell[part], attacks))
+            if cell.get(part):
+                cell[part] = {**cell[part], **derived_leakage(cell[part], attacks)}
+        if cell.get("dummies"):
+            cell["dummies"] = {**cell["dummies"], **derived_leakage(cell["dummies"], ("attack",), out_prefix="dummy_")}
         groups.setdefault(f"{cell['room']}/{cell['defense']}", []).append(cell)
     out: Dict[str, dict] = {}
     for key, cells in groups.items():
@@ -209,23 +216,43 @@ def image_grids(results: dict, out_dir: Path) -> None:
             save_image_grid(rows, out_dir / f"grid_{room}.png", scale=max(1, 256 // sum(r.shape[0] for r in rows)))
 
 
+def default_seeds(preset_name: str) -> List[int]:
+    """The preset's seeds: 42, 43, ... (``Preset.seeds`` of them)."""
+    return [42 + i for i in range(PRESETS[preset_name].seeds)]
+
+
+def check_inputs(rooms: Sequence[str], defenses: Sequence[str], seeds: Sequence[int], num_leaked: int) -> None:
+    """One line naming the flag for a room, defense, seed or leak count the benchmark cannot run."""
+    bad_rooms = [r for r in rooms if r not in ROOMS]
+    if not rooms or bad_rooms:
+        raise InputError(f"--rooms {' '.join(bad_rooms or rooms)}: {'unknown room' if bad_rooms else 'give a room'}; "
+                         f"rooms: {' '.join(ROOMS)}")
+    unknown = [d for d in defenses if d not in DEFENSES]
+    if not defenses or unknown:
+        raise InputError(f"--defenses {' '.join(repr(d) for d in unknown)}: "
+                         f"{'unknown defense' if unknown else 'give a defense'}; defenses: "
+                         f"{', '.join(repr(d) for d in DEFENSES)}")
+    check_seeds(seeds)
+    if not 1 <= num_leaked <= EXTRA_VIEWS:
+        raise InputError(f"--num-leaked {num_leaked}: the benchmark's rooms have {EXTRA_VIEWS} off-trajectory extra "
+                         f"views; give 1 to {EXTRA_VIEWS}")
+
+
 def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses: Optional[Sequence[str]] = None,
-        seed: int = 42, pose: str = "known", seeds: Optional[int] = None, steps: Optional[int] = None,
-        seed_list: Optional[Sequence[int]] = None, pose_search: str = "retrieval", num_leaked: int = 1,
-        search_config: Optional[PoseSearchConfig] = None, **preset_overrides: int) -> dict:
-    """Run (or resume) the benchmark; ``seeds`` runs seeds ``seed, seed + 1, ...`` (default: the preset's;
-    ``seed_list`` names them instead), ``steps`` and ``preset_overrides`` (e.g. ``post_training_steps``,
-    ``replay_steps``) override the preset's values (recorded in the results as ``preset_values``)."""
+        seeds: Optional[Sequence[int]] = None, pose: str = "known", steps: Optional[int] = None,
+        pose_search: str = "retrieval", num_leaked: int = 1, search_config: Optional[PoseSearchConfig] = None,
+        allow_dirty: bool = False, **preset_overrides: int) -> dict:
+    """Run (or resume) the benchmark for ``seeds`` (default: the preset's, :func:`default_seeds`); ``steps``
+    and ``preset_overrides`` (e.g. ``post_training_steps``, ``replay_steps``) override the preset's values
+    (recorded in the results as ``preset_values``). Every input, and the git checkout (clean unless
+    ``allow_dirty``), is checked before anything is written."""
     preset = PRESETS[preset_name]
     overrides = {k: v for k, v in dict(preset_overrides, steps=steps).items() if v is not None}
     if overrides:
         preset = dataclasses.replace(preset, **overrides)
-    num_seeds = preset.seeds if seeds is None else seeds
+    seed_list = list(default_seeds(preset_name) if seeds is None else seeds)
     defenses = list(defenses or default_defenses(preset_name))
-    unknown = [d for d in defenses if d not in DEFENSES] + [r for r in rooms if r not in ROOMS]
-    if unknown:
-        raise SystemExit(f"unknown rooms/defenses {unknown}; defenses: {list(DEFENSES)}; rooms: {list(ROOMS)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_inputs(rooms, defenses, seed_list, num_leaked)
     results_path = out_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
     search = pose_search if pose == "estimate" else None
@@ -236,20 +263,22 @@ def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ROOMS, defenses:
                         ("pose_search_config", search_knobs), ("num_leaked", num_leaked),
                         ("preset_values", dataclasses.asdict(preset))):
         if results.get(name) not in (None, value):
-            raise SystemExit(f"{results_path} holds {name} {results[name]!r}; use another --out folder")
+            raise InputError(f"--out {out_dir}: its results.json holds {name} {results[name]!r}, not {value!r}; "
+                             "use another --out folder")
+    prov = checked_provenance(allow_dirty)
+    out_dir.mkdir(parents=True, exist_ok=True)
     results.update(preset=preset_name, pose=pose, pose_search=search, pose_search_config=search_knobs,
                    num_leaked=num_leaked,
                    preset_values=dataclasses.asdict(preset), environment=environment(),
-                   provenance=provenance(), command=" ".join(sys.argv), torch_threads=torch.get_num_threads())
-    seed_list = list(seed_list) if seed_list else [seed + i for i in range(num_seeds)]
+                   provenance=prov, command=" ".join(sys.argv), torch_threads=torch.get_num_threads())
     # seed-major: an interrupted run has every room and defense at the first seed(s)
     todo = [(r, d, s) for s in seed_list for r in rooms for d in defenses if cell_key(r, d, s) not in results["cells"]]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("privacy benchmark", total=len(todo))
         for room, defense, s in todo:
             bar.update(task, description=f"{room} / {defense} / seed {s}")
-            results["cells"][cell_key(room, defense, s)] = run_cell(room, defense, preset, out_dir / "runs", s, pose,
-                                                                 pose_search, num_leaked, search_config)
+            cell = run_cell(room, defense, preset, out_dir / "runs", s, pose, pose_search, num_leaked, search_config)
+            results["cells"][cell_key(room, defense, s)] = {**cell, "provenance": prov}  # each cell its own code
             results["summary"] = summarise(results)
             results_path.write_text(json.dumps(results, indent=2))  # resumable: finished cells are kept
             bar.advance(task)

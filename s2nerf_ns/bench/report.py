@@ -53,12 +53,11 @@ def privacy_tables(results: dict) -> str:
     preset = results.get("preset_values", {})
     env = results.get("environment", {})
     prov = results.get("provenance", {})
-    seeds = sorted({c["seed"] for c in results["cells"].values()})
-    commit = str(prov.get("git_commit", "unknown"))[:10] + (" (dirty)" if prov.get("git_dirty") else "")
     lines = [
         f"Preset `{results.get('preset')}`: {preset.get('resolution')} px rooms, {preset.get('steps')} victim steps at "
-        f"{preset.get('rays')} rays, seeds {', '.join(map(str, seeds))}; leaked pose {results.get('pose', 'known')}; "
-        f"{env.get('device', '?')}, torch {env.get('torch', '?')}; commit {commit}.",
+        f"{preset.get('rays')} rays; seeds per (room, defense): {seeds_text(results)}; leaked pose "
+        f"{results.get('pose', 'known')}; {env.get('device', '?')}, torch {env.get('torch', '?')}; "
+        f"{provenance_text(prov)}.",
         "",
         "SMA (the gradient attacker at the end of victim training); margins over the floor (cmPSNR in dB):",
         "",
@@ -94,6 +93,33 @@ def privacy_tables(results: dict) -> str:
                      f"{_fmt(d.get('dummy_leakage_cmpsnr'), 2, True)} | {_fmt(d.get('dummy_leakage_cm_lum_ssim'), 3, True)} | "
                      f"{_fmt(d.get('dummy_leakage_private_cmpsnr'), 2, True)} |")
     return "\n".join(lines) + "\n"
+
+
+def seeds_text(results: dict) -> str:
+    """How many seeds each (room, defense) has, e.g. ``2 (42, 43) for all 18`` or per group."""
+    groups: Dict[str, List[int]] = {}
+    for c in results["cells"].values():
+        groups.setdefault(f"{c['room']} / {c['defense']}", []).append(int(c["seed"]))
+    by_seeds: Dict[str, List[str]] = {}
+    for name, seeds in groups.items():
+        by_seeds.setdefault(f"{len(seeds)} ({', '.join(map(str, sorted(seeds)))})", []).append(name)
+    if len(by_seeds) == 1:
+        return f"{next(iter(by_seeds))} for all {len(groups)}"
+    return "; ".join(f"{k} for {', '.join(v)}" for k, v in sorted(by_seeds.items(), key=lambda kv: -len(kv[1])))
+
+
+def provenance_text(prov: dict) -> str:
+    """The commit and whether the tree was clean, and if not whether ``--allow-dirty`` was given."""
+    text = f"commit {str(prov.get('git_commit', 'unknown'))[:10]}"
+    if prov.get("git_dirty"):
+        files = len(prov.get("git_dirty_files") or [])
+        text += f" with {files} modified files" if files else " with modified files"
+        text += (" (`--allow-dirty`)" if prov.get("allow_dirty") else
+                 " (before the benchmarks refused a dirty tree: that code cannot be recovered)"
+                 if "allow_dirty" not in prov else "")
+    elif prov.get("git_dirty") is None:
+        text += " (whether the tree was clean is unknown)"
+    return text
 
 
 def privacy_markdown(results: dict) -> str:
@@ -135,7 +161,38 @@ def block_matches(readme: Path, begin: str, end: str, generated: str) -> bool:
     return bool(found) and found.group(0) == generated
 
 
-def load(path: Path) -> Dict:
+def load_json(path: Path, flag: str, needs: str, what: str) -> Dict:
+    """A results file as a dict, or one line naming ``flag``: missing, unreadable, not JSON, or JSON without
+    the ``needs`` entry (another tool's file)."""
     import json
 
-    return json.loads(Path(path).read_text())
+    from s2nerf_ns.errors import InputError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{flag} {path}: no such file (give the {what} a benchmark wrote)") from None
+    except IsADirectoryError:
+        raise InputError(f"{flag} {path}: a folder; give the {what} inside it") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{flag} {path}: cannot read it ({e.__class__.__name__})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{flag} {path}: not JSON ({e.msg}, line {e.lineno}); give the {what} a benchmark "
+                         "wrote") from None
+    if not isinstance(data, dict) or not isinstance(data.get(needs), (dict, list)):
+        raise InputError(f"{flag} {path}: JSON but not a {what} (it has no {needs!r} entry)")
+    return data
+
+
+def load(path: Path, flag: str = "--results") -> Dict:
+    """A privacy benchmark's ``results.json`` (one line naming ``flag`` when it is not one)."""
+    results = load_json(path, flag, "cells", "privacy benchmark's results.json")
+    for key, cell in results["cells"].items():
+        missing = [k for k in ("room", "defense", "seed") if not isinstance(cell, dict) or k not in cell]
+        if missing:
+            from s2nerf_ns.errors import InputError
+
+            raise InputError(f"{flag} {path}: cell {key!r} has no {', '.join(missing)}: not a privacy "
+                             "benchmark's results.json")
+    return results

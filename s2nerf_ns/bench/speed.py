@@ -28,7 +28,7 @@ import torch
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
-from s2nerf_ns.bench.common import PRESETS, Preset, environment, provenance, sized_config
+from s2nerf_ns.bench.common import PRESETS, Preset, checked_provenance, environment, sized_config
 from s2nerf_ns.data.rooms_dataparser import RoomsDataParserConfig
 from s2nerf_ns.evaluation.image_metrics import lpips_weights_path, psnr
 from s2nerf_ns.integration.methods import method_config
@@ -128,8 +128,11 @@ def build(name: str, preset: Preset, rays: int, out_dir: Path, suffix: str = "",
 
 def run(preset_name: str, out_dir: Path, methods_to_time: Sequence[str] = SPLIT_METHODS + ("nerfacto",),
         rounds: int = 3, steps_per_round: int = 5, warmup: int = 3, ray_counts: Sequence[int] = (),
-        ttq_methods: Sequence[str] = TTQ_METHODS) -> dict:
+        ttq_methods: Sequence[str] = TTQ_METHODS, allow_dirty: bool = False) -> dict:
+    """Time every method (alternating rounds), the ray scaling and time to quality into ``out_dir``; refused
+    before anything is written from a git checkout with uncommitted changes unless ``allow_dirty``."""
     preset = PRESETS[preset_name]
+    prov = checked_provenance(allow_dirty)
     out_dir.mkdir(parents=True, exist_ok=True)
     steppers = [build(m, preset, preset.rays, out_dir / "runs") for m in methods_to_time]
     for s in steppers:
@@ -158,7 +161,7 @@ def run(preset_name: str, out_dir: Path, methods_to_time: Sequence[str] = SPLIT_
                "s2nerf-lite": client_cost(method_config("s2nerf-lite").pipeline.model)}
     ttq = time_to_quality(preset, out_dir / "runs", ttq_methods) if ttq_methods else {}
     results = {"preset": preset_name, "rays_per_step": preset.rays, "environment": environment(),
-               "provenance": provenance(), "rounds": rounds, "steps_per_round": steps_per_round, "methods": table,
+               "provenance": prov, "rounds": rounds, "steps_per_round": steps_per_round, "methods": table,
                "ray_scaling_ms": scaling, "client_cost_reference_model": clients, "time_to_quality": ttq}
     (out_dir / "speed.json").write_text(json.dumps(results, indent=2))
     lines = [f"Preset `{preset_name}`, {preset.rays} rays/step, {results['environment']['device']}.", "",
