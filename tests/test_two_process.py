@@ -45,9 +45,10 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "ServerProcess":
-        cmd = [sys.executable, "-m", "s2nerf_ns.transport.server", "--listen", self.address, "--token-file",
+        security = [] if "--tls-cert" in self.extra else ["--insecure"]  # loopback: plaintext, said explicitly
+        cmd = [sys.executable, "-m", "s2nerf_ns.transport.server_cli", "--listen", self.address, "--token-file",
                str(self.token_file), "--run-dir", str(self.run_dir), "--seed", str(SEED), "--threads",
-               str(torch.get_num_threads()), "--max-message-mb", "1", *self.extra]
+               str(torch.get_num_threads()), "--max-message-mb", "1", *security, *self.extra]
         self.log = open(self.run_dir.parent / f"server-{self.port}.log", "a")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         if wait:
@@ -90,7 +91,8 @@ def token_file(tmp_path):
 
 @pytest.fixture
 def server(tmp_path, token_file):
-    proc = ServerProcess(tmp_path / "server", token_file, free_port(), "--attack", "sma", "--image-size", "8", "8")
+    proc = ServerProcess(tmp_path / "server", token_file, free_port(), "--attack", "sma", "--image-size", "8", "8",
+                         "--checkpoint-every", "1")
     proc.start()
     yield proc
     proc.kill()
@@ -127,7 +129,8 @@ def train(model, steps, first=0, opts=None, during=None):
 
 
 def remote_model(address, token_file, reference, **options):
-    model = tiny_model(server_address=address, server_token_file=token_file, remote=RemoteOptions(**options))
+    model = tiny_model(server_address=address, server_token_file=token_file,
+                       remote=RemoteOptions(**{"insecure": True, **options}))
     model.client_head.load_state_dict(reference.client_head.state_dict())  # same client init as the reference
     return model
 
@@ -191,7 +194,7 @@ def test_wrong_token_malformed_and_oversized_messages_are_refused_and_the_server
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-token")
     with pytest.raises(RemoteServerError, match="UNAUTHENTICATED"):
-        tiny_model(server_address=server.address, server_token_file=wrong)
+        tiny_model(server_address=server.address, server_token_file=wrong, remote=RemoteOptions(insecure=True))
 
     channel = grpc.insecure_channel(server.address)
     metadata = (("s2nerf-token", TOKEN),)
@@ -212,13 +215,14 @@ def test_wrong_token_malformed_and_oversized_messages_are_refused_and_the_server
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
     # a client that sends a forward and disappears does not take the server down
-    model = tiny_model(server_address=server.address, server_token_file=token_file)
+    model = tiny_model(server_address=server.address, server_token_file=token_file, remote=RemoteOptions(insecure=True))
     model.train()
     model(random_batch()[0])
     model.server.close()
     del model
     assert server.proc.poll() is None
-    again = tiny_model(server_address=server.address, server_token_file=token_file)  # still serving
+    again = tiny_model(server_address=server.address, server_token_file=token_file,  # still serving
+                       remote=RemoteOptions(insecure=True))
     losses, _ = train(again, 2)
     assert all(torch.isfinite(torch.tensor(losses)))
     with pytest.raises(WireError):
@@ -228,7 +232,8 @@ def test_wrong_token_malformed_and_oversized_messages_are_refused_and_the_server
 def test_server_gone_is_one_clear_error_naming_the_address(token_file):
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(RemoteServerError) as err:
-        tiny_model(server_address=address, server_token_file=token_file, remote=RemoteOptions(connect_timeout_s=1))
+        tiny_model(server_address=address, server_token_file=token_file,
+                   remote=RemoteOptions(connect_timeout_s=1, insecure=True))
     assert address in str(err.value) and "\n" not in str(err.value)
 
 
@@ -296,10 +301,11 @@ def test_ns_train_and_ns_eval_of_s2nerf_remote_against_a_server_process(tmp_path
     line naming it."""
     from test_cli import ROOM, TINY, run
 
-    proc = ServerProcess(tmp_path / "server", token_file, free_port(), "--max-message-mb", "64").start()
+    proc = ServerProcess(tmp_path / "server", token_file, free_port(), "--max-message-mb", "64",
+                         "--checkpoint-every", "1").start()
     try:
         remote = ["--pipeline.model.server-address", proc.address, "--pipeline.model.server-token-file",
-                  str(token_file)]
+                  str(token_file), "--pipeline.model.remote.insecure", "True"]
         run(["ns-train", "s2nerf-remote", *TINY, "--output-dir", str(tmp_path / "outputs"), "--experiment-name",
              "cli", *remote, *ROOM], cwd=tmp_path)
         (config,) = (tmp_path / "outputs" / "cli" / "s2nerf-remote").glob("*/config.yml")
@@ -324,10 +330,11 @@ def test_nerfstudio_trainer_trains_and_evaluates_s2nerf_remote(tmp_path, token_f
     from helpers import tiny_config, train as train_trainer
 
     proc = ServerProcess(tmp_path / "server", token_file, free_port(), "--max-message-mb", "64", "--attack", "sma",
-                         "--image-size", "24", "24").start()
+                         "--image-size", "24", "24", "--checkpoint-every", "1").start()
     try:
         config = tiny_config("s2nerf-remote", tmp_path / "outputs", steps=10, rays=128,
-                             server_address=proc.address, server_token_file=token_file)
+                             server_address=proc.address, server_token_file=token_file,
+                             remote=RemoteOptions(insecure=True))
         trainer = train_trainer(config)
         assert torch.load(proc.run_dir / "server_checkpoint.pt", weights_only=True)["next_step"] == 10
         assert "server_fields" not in trainer.optimizers.optimizers
@@ -350,7 +357,7 @@ def test_the_server_process_holds_no_client_side_code():
     """Without --attack the server imports only the server part and the wire; with it, the attacker (which
     copies the head's public architecture) and the observer interface's type. Never the client's stub,
     the defenses' code paths through the model, the glue or the evaluation."""
-    code = ("import json, sys, s2nerf_ns.transport.server; "
+    code = ("import json, sys, s2nerf_ns.transport.server, s2nerf_ns.transport.server_cli; "
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('s2nerf_ns'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -364,6 +371,9 @@ def test_the_server_process_holds_no_client_side_code():
     allowed = ("s2nerf_ns.protocol.server", "s2nerf_ns.transport.wire", "s2nerf_ns.attacks.surrogate",
                "s2nerf_ns.protocol.channel")
     assert all(m.startswith(allowed) for m in ours), ours
+    cli = {m for m in imports_of(PACKAGE / "transport" / "server_cli.py") if m.startswith("s2nerf_ns")}
+    assert all(m.startswith(("s2nerf_ns.transport.server", "s2nerf_ns.transport.certs", "s2nerf_ns.errors"))
+               for m in cli), cli
 
 
 def test_wire_codecs_round_trip_and_sizes():

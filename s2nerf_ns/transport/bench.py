@@ -36,8 +36,9 @@ def _free_port() -> int:
 def launch_server(run_dir: Path, token_file: Path, steps: int, timeout: float = 120.0) -> subprocess.Popen:
     """An s2nerf-server on a free loopback port (``proc.address``); the caller kills it."""
     address = f"127.0.0.1:{_free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "s2nerf_ns.transport.server", "--listen", address, "--token-file",
-                             str(token_file), "--run-dir", str(run_dir), "--lr-max-steps", str(steps),
+    proc = subprocess.Popen([sys.executable, "-m", "s2nerf_ns.transport.server_cli", "--listen", address,
+                             "--token-file", str(token_file), "--run-dir", str(run_dir), "--insecure",
+                             "--lr-max-steps", str(steps),
                              "--checkpoint-every", str(max(steps // 4, 1))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.address = address  # type: ignore[attr-defined]
@@ -68,7 +69,7 @@ def run_option(name: str, options: Dict[str, bool], work: Path, steps: int, rays
         config.machine.device_type = "cpu"
         model = config.pipeline.model
         model.server_address, model.server_token_file = proc.address, token  # type: ignore[attr-defined]
-        model.remote = RemoteOptions(**options)
+        model.remote = RemoteOptions(insecure=True, **options)  # loopback
         model.eval_num_rays_per_chunk = 1024
         from nerfstudio.scripts.train import _set_random_seed
 

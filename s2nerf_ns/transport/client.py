@@ -5,23 +5,33 @@ The model still calls the channel exactly as in one process (the transcript, the
 observers are unchanged); :class:`RemoteServerSide` only replaces the computation behind it. The
 gradient that reaches :class:`_RemoteH` in the backward pass is the one the channel returned, i.e. the
 defended one: nothing else derived from pixels leaves the client.
+
+The channel is TLS (``--pipeline.model.remote.tls-ca``, the server's certificate or its CA) unless
+``--pipeline.model.remote.insecure True`` is given. :func:`check_remote` checks the address, token file,
+sampler and TLS files when the config is built (before ``ns-train`` writes anything).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-import grpc
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # gRPC's own INFO lines (each failed handshake) would bury ours
+import grpc  # noqa: E402
 import torch
+import tyro
 from torch import Tensor, nn
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
+from s2nerf_ns.errors import InputError
 from s2nerf_ns.protocol.server import ServerPass
+from s2nerf_ns.transport.certs import check_ca
 from s2nerf_ns.transport.wire import Message, WireOptions, decode, encode
 
 SERVICE = "s2nerf.SplitServer"
@@ -52,6 +62,89 @@ class RemoteOptions:
     """Largest message sent or accepted."""
     render_chunk_rays: int = 4096
     """Rays per eval-render request."""
+    tls_ca: Optional[Path] = None
+    """PEM certificate(s) the server's certificate must verify against (for a self-signed pair: the server's
+    server.crt, made by s2nerf-server-cert)."""
+    tls_server_name: Optional[str] = None
+    """Name to check the server's certificate against, when it differs from the host of server-address."""
+    insecure: bool = False
+    """Talk to the server in clear (no TLS): the token and every tensor readable on the network."""
+    replay_buffer_mb: float = 2048.0
+    """Most MB of messages kept to replay into a restarted server; when full, the client asks the server to
+    checkpoint (at the reference size a step's messages are about 17 MB in float32)."""
+    server_schedule: tyro.conf.Suppress[Optional[Dict[str, object]]] = None
+    """The optimizer schedule of the server fields (set by the method's trainer from --optimizers.server-fields;
+    sent in Hello so that the server follows it)."""
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "rpc_timeout_s", "reconnect_timeout_s", "max_message_mb",
+                     "replay_buffer_mb"):
+            value = getattr(self, name)
+            if not 0 < value < float("inf"):
+                raise InputError(f"--pipeline.model.remote.{name.replace('_', '-')} {value}: give a positive number")
+        if self.max_message_mb > 2047:
+            raise InputError(f"--pipeline.model.remote.max-message-mb {self.max_message_mb}: gRPC's limit is 2047")
+        if self.render_chunk_rays < 1:
+            raise InputError(f"--pipeline.model.remote.render-chunk-rays {self.render_chunk_rays}: give at least 1")
+
+
+def split_host_port(flag: str, address: str) -> Tuple[str, int]:
+    """``host:port`` (``[v6]:port``) -> (host, port), or an InputError naming ``flag``."""
+    host, sep, port = str(address).rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InputError(f"{flag} {address}: give host:port, e.g. 127.0.0.1:50051 (the port is needed)")
+    return host, int(port)
+
+
+def check_remote(address: str, token_file: Optional[Path], sampler: str, options: RemoteOptions) -> None:
+    """The client's two-process settings, checked when the config is built (one line naming the flag)."""
+    split_host_port("--pipeline.model.server-address", address)
+    flag = "--pipeline.model.server-token-file"
+    if token_file is None:
+        raise InputError(f"{flag} is needed to talk to {address} (the file holding the server's token)")
+    try:
+        token = Path(token_file).read_text().strip()
+    except OSError as err:
+        raise InputError(f"{flag} {token_file}: cannot read it ({err.strerror})") from None
+    if not token:
+        raise InputError(f"{flag} {token_file}: the file is empty (put the server's token in it)")
+    if sampler != "uniform":
+        raise InputError(f"--pipeline.model.sampler {sampler}: the two-process protocol supports the uniform "
+                         "sampler only")
+    if options.insecure and options.tls_ca is not None:
+        raise InputError("--pipeline.model.remote.insecure True with --pipeline.model.remote.tls-ca: choose one")
+    if options.tls_ca is None and not options.insecure:
+        raise InputError("give --pipeline.model.remote.tls-ca (the server's certificate, s2nerf-server-cert) or "
+                         "--pipeline.model.remote.insecure True to talk to the server in clear")
+    if options.tls_ca is not None:
+        check_ca("--pipeline.model.remote.tls-ca", options.tls_ca)
+
+
+def server_schedule(optimizers: Dict[str, dict]) -> Optional[Dict[str, object]]:
+    """The schedule of the ``server_fields`` optimizer of a trainer config, as Hello carries it (None if the
+    config has none). Only what the server implements (Adam + exponential decay) is accepted."""
+    from nerfstudio.engine.optimizers import AdamOptimizerConfig
+    from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+
+    group = optimizers.get("server_fields")
+    if group is None:
+        return None
+    opt, sched = group.get("optimizer"), group.get("scheduler")
+    flag = "--optimizers.server-fields"
+    if not isinstance(opt, AdamOptimizerConfig) or getattr(opt, "max_norm", None) is not None:
+        raise InputError(f"{flag}.optimizer: s2nerf-server runs Adam without max-norm")
+    if sched is not None and not isinstance(sched, ExponentialDecaySchedulerConfig):
+        raise InputError(f"{flag}.scheduler: s2nerf-server runs nerfstudio's exponential decay (or none)")
+    betas = getattr(opt, "betas", (0.9, 0.999))
+    out = {"lr": float(opt.lr), "eps": float(opt.eps), "beta1": float(betas[0]), "beta2": float(betas[1]),
+           "weight_decay": float(opt.weight_decay)}
+    if sched is None:  # a constant learning rate
+        return {**out, "lr_final": float(opt.lr), "max_steps": 1, "warmup_steps": 0,
+                "lr_pre_warmup": float(opt.lr), "ramp": "cosine"}
+    return {**out, "lr_final": float(sched.lr_final if sched.lr_final is not None else opt.lr),
+            "max_steps": int(sched.max_steps), "warmup_steps": int(sched.warmup_steps),
+            "lr_pre_warmup": float(sched.lr_pre_warmup), "ramp": str(sched.ramp)}
 
 
 class _RemoteField(nn.Module):
@@ -92,8 +185,7 @@ class RemoteServerSide(nn.Module):
     def __init__(self, address: str, token_file: Optional[Path], arch: Dict[str, object],
                  step_fn: Callable[[], int], options: RemoteOptions) -> None:
         super().__init__()
-        if arch.get("sampler", "uniform") != "uniform":
-            raise ValueError("the two-process protocol supports the uniform sampler only (--pipeline.model.sampler)")
+        check_remote(address, token_file, str(arch.get("sampler", "uniform")), options)  # as at config time
         self.arch = arch
         self.address, self.options, self.step_fn = address, options, step_fn
         self.wire = WireOptions(half=options.half, sparse=options.sparse, relu_h=int(arch["cut_depth"]) > 0)
@@ -103,15 +195,18 @@ class RemoteServerSide(nn.Module):
         self.collider = None
         self.proposal_networks = nn.ModuleList()
         self.sampler_kind = "uniform"
-        if token_file is None:
-            raise RemoteServerError(f"s2nerf: --pipeline.model.server-token-file is needed to talk to {address}")
-        try:
-            self._token = Path(token_file).read_text().strip()
-        except OSError as err:
-            raise RemoteServerError(f"s2nerf: cannot read the token file {token_file}: {err}") from None
+        self._token = Path(token_file).read_text().strip()
         limit = int(options.max_message_mb * (1 << 20))
-        self._channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", limit),
-                                                                ("grpc.max_send_message_length", limit)])
+        channel_options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        if options.insecure:
+            print("s2nerf: warning: --pipeline.model.remote.insecure True: the token and every tensor travel in "
+                  f"clear to {address}; use it only on loopback or a network you trust", flush=True)
+            self._channel = grpc.insecure_channel(address, options=channel_options)
+        else:
+            if options.tls_server_name:
+                channel_options.append(("grpc.ssl_target_name_override", options.tls_server_name))
+            credentials = grpc.ssl_channel_credentials(root_certificates=Path(options.tls_ca).read_bytes())
+            self._channel = grpc.secure_channel(address, credentials, options=channel_options)
         self._calls = {name: self._channel.unary_unary(f"/{SERVICE}/{name}")
                        for name in ("Hello", "Forward", "Backward", "Render")}
         self._hello_frame = b""
@@ -123,15 +218,76 @@ class RemoteServerSide(nn.Module):
         self.wire_log: List[Dict[str, object]] = []
         """Per training step: payload bytes of each tensor, whole-message bytes each way, round-trip seconds."""
         self.reconnects = 0
+        self._connect()
+
+    def _connect(self) -> None:
+        """Wait for the channel; if the port answers but the channel does not come up, say why in one line
+        (TLS refused: wrong CA, name mismatch, or one side in plaintext)."""
+        deadline, last = time.monotonic() + self.options.connect_timeout_s, None
+        while True:
+            try:
+                grpc.channel_ready_future(self._channel).result(timeout=max(min(1.0, deadline - time.monotonic()),
+                                                                            0.05))
+                return
+            except grpc.FutureTimeoutError:
+                pass
+            if self._port_answers():
+                reason, last = self._handshake_failure()
+                if reason is not None:
+                    self._channel.close()  # stop its retries
+                    raise RemoteServerError(reason)
+            if time.monotonic() >= deadline:
+                self._channel.close()
+                if last is not None:
+                    raise RemoteServerError(f"s2nerf: the server at {self.address} accepts connections but the channel "
+                                            f"does not come up (TLS or --insecure on one side only?): {last[-160:]}")
+                raise RemoteServerError(f"s2nerf: no s2nerf-server answers at {self.address} "
+                                        f"(waited {self.options.connect_timeout_s:.0f} s): start it first")
+
+    def _port_answers(self) -> bool:
+        host, port = split_host_port("--pipeline.model.server-address", self.address)
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=options.connect_timeout_s)
-        except grpc.FutureTimeoutError:
-            raise RemoteServerError(f"s2nerf: no s2nerf-server answers at {address} "
-                                    f"(waited {options.connect_timeout_s:.0f} s): start it first") from None
+            with socket.create_connection((host, port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def _handshake_failure(self) -> Tuple[Optional[str], Optional[str]]:
+        """One request without waiting for the channel: its error says why the connection fails, if it does
+        (the line to end with, and gRPC's details)."""
+        try:
+            self._calls["Hello"](b"", timeout=5.0, metadata=((TOKEN_HEADER, self._token),), wait_for_ready=False)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE:
+                return None, None  # the connection works (the empty Hello is refused by the server itself)
+            details = " ".join(str(err.details()).split())
+            return self._tls_reason(details), details
+        return None, None
+
+    def _tls_reason(self, details: str) -> Optional[str]:
+        """The one line for a connection that TLS (or its absence on one side) refuses, from gRPC's details."""
+        where = f"s2nerf: the server at {self.address}"
+        if self.options.insecure:
+            if "Socket closed" in details or "reset" in details.lower():
+                return (f"{where} accepts connections but not in clear (--pipeline.model.remote.insecure True): it "
+                        f"probably serves TLS; give --pipeline.model.remote.tls-ca ({details[-100:]})")
+            return None
+        ca = f"--pipeline.model.remote.tls-ca {self.options.tls_ca}"
+        if "CERTIFICATE_VERIFY_FAILED" in details:
+            return (f"{where} is not trusted: its certificate does not verify against {ca} (wrong CA?); give the "
+                    "server's own server.crt (or the CA that signed it)")
+        if "not in peer certificate" in details or "hostname verification" in details.lower():
+            return (f"{where}: its certificate is not made for that host name; connect by a name it was made for "
+                    "(s2nerf-server-cert --host), or give --pipeline.model.remote.tls-server-name")
+        if "WRONG_VERSION_NUMBER" in details or "handshake" in details.lower():
+            return f"{where} refused the TLS handshake ({ca}); does it run --insecure? ({details[-100:]})"
+        return None
 
     def hello(self, head: Dict[str, object], **meta: object) -> None:
         """Introduce the client: the server part's architecture, and (public protocol knowledge, for setup
         only) the client head's architecture, the number of training images and the run's length."""
+        if self.options.server_schedule is not None:
+            meta = {"schedule": self.options.server_schedule, **meta}
         self._hello_frame = encode("hello", meta={"protocol": PROTOCOL_VERSION, "arch": self.arch, "head": head,
                                                   **meta})[0]
         self._hello()
@@ -206,7 +362,7 @@ class RemoteServerSide(nn.Module):
             if s not in self.frames or "backward" not in self.frames[s]:
                 raise RemoteServerError(
                     f"s2nerf: the server at {self.address} restarted at step {first}, but the client no longer "
-                    f"holds step {s} to replay it (use a smaller --checkpoint-every on the server)")
+                    f"holds step {s} to replay it (start the server with a smaller --checkpoint-every or --checkpoint-every-s, or raise --pipeline.model.remote.replay-buffer-mb)")
             self._call("Forward", self.frames[s]["forward"])
             self._call("Backward", self.frames[s]["backward"])
         self._hello()
@@ -252,7 +408,10 @@ class RemoteServerSide(nn.Module):
     def send_gradient(self, step: int, grad: Tensor) -> None:
         """Backward crossing: the channel's (defended) gradient of step ``step`` to the server."""
         codec = self.wire.codec("grad_h")
-        frame, sizes = encode("backward", step, tensors={"grad_h": grad.float()}, codecs={"grad_h": codec},
+        held = sum(len(f) for frames in self.frames.values() for f in frames.values())
+        full = held + grad.numel() * 4 >= self.options.replay_buffer_mb * (1 << 20)
+        frame, sizes = encode("backward", step, meta={"checkpoint": True} if full else None,
+                              tensors={"grad_h": grad.float()}, codecs={"grad_h": codec},
                               half=self.wire.half, masks={"grad_h": self._h_mask.get(step)} if codec == "masked"
                               else None)
         self.frames.setdefault(step, {})["backward"] = frame

@@ -14,7 +14,9 @@ steps it has applied):
   in between).
 * ``Backward(t, dL/dh)``: the server backprops the defended gradient through its cached graph of ``t``,
   steps its optimizer and scheduler (**the server steps on receiving the gradient of step t**), sets
-  ``next_step = t + 1`` and, every ``--checkpoint-every`` steps, writes its checkpoint *before* replying. A
+  ``next_step = t + 1`` and, when a checkpoint is due (every ``--checkpoint-every`` steps, or else every
+  ``--checkpoint-every-s`` seconds, or when the client asks because its replay buffer is full), writes its
+  checkpoint *before* replying. A
   repeated ``Backward(t)`` with ``t < next_step`` is acknowledged as a duplicate and not applied again. A
   ``Backward(t)`` without a cached forward of ``t`` (the server restarted in between) is refused with
   ``FAILED_PRECONDITION``: the client sends ``Forward(t)`` again, then the gradient.
@@ -22,22 +24,26 @@ steps it has applied):
   the messages of the steps after ``durable_step`` to replay them into a server restarted from an older
   checkpoint.
 * ``Render(rays)``: eval renders (no step, no gradient, nothing cached, the attacker is not fed).
+
+``Hello`` carries the client's schedule of the server's optimizer (:func:`wire.check_schedule`): the server
+follows it unless ``--lr``/``--lr-final``/``--lr-max-steps`` were given, and refuses a Hello that disagrees with
+a value given explicitly (or with the schedule of the run it resumed). Nothing is written before the first
+applied step: a refused Hello or Forward leaves no run folder (refusals are printed, and logged to
+``received.jsonl`` once the folder exists).
 """
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import json
+import math
 import os
-import signal
-import sys
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import grpc
 import torch
@@ -48,47 +54,22 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 
 from s2nerf_ns.protocol.server import ServerField, ServerSide
-from s2nerf_ns.transport.wire import WireError, WireOptions, decode, encode
+from s2nerf_ns.transport.wire import (SCHEDULE_DEFAULTS, WireError, WireOptions, check_arch, check_schedule, decode,
+                                      encode)
 
 SERVICE = "s2nerf.SplitServer"
 TOKEN_HEADER = "s2nerf-token"
 PROTOCOL_VERSION = 1
 CHECKPOINT = "server_checkpoint.pt"
-ARCH_INT_LIMITS = {"num_levels": 32, "features_per_level": 8, "min_res": 1 << 14, "max_res": 1 << 16,
-                   "log2_hashmap_size": 24, "hidden_dim": 1024, "num_density_layers": 16, "geo_feat_dim": 256,
-                   "cut_depth": 15, "num_samples": 4096}
-ARCH_FLOATS = ("near_plane", "far_plane")
+SCHEDULE_FLAGS = {"lr": ("--lr", "--optimizers.server-fields.optimizer.lr"),
+                  "lr_final": ("--lr-final", "--optimizers.server-fields.scheduler.lr-final"),
+                  "max_steps": ("--lr-max-steps", "--optimizers.server-fields.scheduler.max-steps")}
+"""The schedule values s2nerf-server may be given explicitly: the server's flag, the client's flag."""
 
 
 def sampler_seed(seed: int, step: int) -> int:
     """Seed of the stratified jitter of training step ``step`` (also used by the in-process reference)."""
     return seed * 1_000_003 + step
-
-
-def check_arch(arch: object) -> Dict[str, object]:
-    """Validate the server-side architecture a client asks for (ints bounded, so a hello cannot exhaust memory)."""
-    if not isinstance(arch, dict):
-        raise WireError("hello: 'arch' must be an object")
-    out: Dict[str, object] = {}
-    for key, limit in ARCH_INT_LIMITS.items():
-        value = arch.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
-            raise WireError(f"hello: arch.{key} must be an int in [0, {limit}], got {value!r}")
-        out[key] = value
-    for key in ARCH_FLOATS:
-        if not isinstance(arch.get(key), (int, float)):
-            raise WireError(f"hello: arch.{key} must be a number")
-        out[key] = float(arch[key])
-    aabb = arch.get("aabb")
-    if (not isinstance(aabb, list) or len(aabb) != 2 or not all(isinstance(r, list) and len(r) == 3 for r in aabb)
-            or not all(isinstance(v, (int, float)) for r in aabb for v in r)):
-        raise WireError("hello: arch.aabb must be [[x, y, z], [x, y, z]]")
-    out["aabb"] = [[float(v) for v in r] for r in aabb]
-    out["unbounded"] = bool(arch.get("unbounded", False))
-    if arch.get("sampler", "uniform") != "uniform":
-        raise WireError("hello: the two-process protocol supports the uniform sampler only")
-    out["sampler"] = "uniform"
-    return out
 
 
 @dataclass
@@ -106,15 +87,18 @@ class Pending:
 
 @dataclass
 class ServerOptions:
+    """The server's settings, checked by its command line (``server_cli.ServerConfig``) before anything starts."""
+
     run_dir: Path
     token: str
     seed: int = 42
-    lr: float = 1e-2
-    lr_final: float = 1e-3
-    lr_max_steps: int = 5000
-    checkpoint_every: int = 1
+    schedule: Dict[str, float] = field(default_factory=dict)
+    """Schedule values given explicitly (keys of :data:`SCHEDULE_FLAGS`); the rest follow the client's Hello."""
+    checkpoint_every: Optional[int] = None
+    """Checkpoint after every N applied steps; None: every ``checkpoint_every_s`` seconds."""
+    checkpoint_every_s: float = 60.0
     attack: str = "none"
-    image_size: Optional[List[int]] = None
+    image_size: Optional[Tuple[int, int]] = None
     max_message_bytes: int = 512 << 20
     max_rays: int = 1 << 16
 
@@ -125,10 +109,10 @@ class SplitServer:
     def __init__(self, options: ServerOptions) -> None:
         self.opt = options
         self.run_dir = Path(options.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
         self.arch: Optional[Dict[str, object]] = None
         self.hello_meta: Dict[str, object] = {}
+        self.schedule: Optional[Dict[str, object]] = None
         self.server: Optional[ServerSide] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler = None
@@ -136,12 +120,31 @@ class SplitServer:
         self.next_step = 0
         self.durable_step = 0
         self.pending: Optional[Pending] = None
-        self.received_log = open(self.run_dir / "received.jsonl", "a")
+        self.received_log = None
+        self._unwritten_log: List[str] = []  # entries received before the run folder exists
+        self.last_checkpoint = time.monotonic()
+        self.checkpoint_cost: Dict[str, float] = {}
+        """Bytes and seconds of the last checkpoint written."""
         if (self.run_dir / CHECKPOINT).exists():
+            self._open_run_dir()
             self._load()
 
+    def _open_run_dir(self) -> None:
+        """Create the run folder (at the first applied step, or to resume) and write the log held until then."""
+        if self.received_log is not None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.received_log = open(self.run_dir / "received.jsonl", "a")
+        self.received_log.writelines(self._unwritten_log)
+        self.received_log.flush()
+        self._unwritten_log = []
+        if self.arch is not None and not (self.run_dir / "server_config.json").exists():
+            (self.run_dir / "server_config.json").write_text(json.dumps(
+                {"arch": self.arch, "seed": self.opt.seed, "schedule": self.schedule,
+                 "checkpoint_every": self.opt.checkpoint_every, "checkpoint_every_s": self.opt.checkpoint_every_s}))
+
     # ------------------------------------------------------------------ state
-    def _build(self, arch: Dict[str, object], hello_meta: Dict[str, object]) -> None:
+    def _build(self, arch: Dict[str, object], hello_meta: Dict[str, object], schedule: Dict[str, object]) -> None:
         aabb = torch.tensor(arch["aabb"])
         torch.manual_seed(self.opt.seed)  # the fields' initialisation is the server's own
         field = ServerField(aabb, arch["num_levels"], arch["features_per_level"], arch["min_res"], arch["max_res"],
@@ -149,20 +152,22 @@ class SplitServer:
                             arch["geo_feat_dim"], arch["cut_depth"], arch["unbounded"], "torch")
         self.server = ServerSide(SceneBox(aabb=aabb), field, arch["num_samples"], arch["near_plane"],
                                  arch["far_plane"], arch["unbounded"], "uniform")
-        # The methods' optimizer (integration/methods.py): Adam(lr 1e-2, eps 1e-15, betas (0.9, 0.99)),
-        # exponential decay to 0.1x over nerfstudio's fixed max_steps.
-        self.optimizer = torch.optim.Adam(field.parameters(), lr=self.opt.lr, eps=1e-15, betas=(0.9, 0.99))
-        self.scheduler = ExponentialDecaySchedulerConfig(lr_final=self.opt.lr_final, max_steps=self.opt.lr_max_steps
-                                                         ).setup().get_scheduler(self.optimizer, self.opt.lr)
-        self.arch, self.hello_meta = arch, hello_meta
+        # The client's optimizer of the server fields (integration/methods.py: Adam(lr 1e-2, eps 1e-15, betas
+        # (0.9, 0.99)), exponential decay to 0.1x over --optimizers.server-fields.scheduler.max-steps).
+        s = schedule
+        self.optimizer = torch.optim.Adam(field.parameters(), lr=s["lr"], eps=s["eps"], betas=(s["beta1"], s["beta2"]),
+                                          weight_decay=s["weight_decay"])
+        self.scheduler = ExponentialDecaySchedulerConfig(
+            lr_pre_warmup=s["lr_pre_warmup"], lr_final=s["lr_final"], warmup_steps=s["warmup_steps"],
+            max_steps=s["max_steps"], ramp=s["ramp"]).setup().get_scheduler(self.optimizer, s["lr"])
+        self.arch, self.hello_meta, self.schedule = arch, hello_meta, schedule
         if self.opt.attack == "sma":
             self._build_attacker(hello_meta)
 
     def _build_attacker(self, hello_meta: Dict[str, object]) -> None:
         from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig  # the head's architecture only
 
-        if not self.opt.image_size:
-            raise SystemExit("s2nerf-server: --attack sma needs --image-size HEIGHT WIDTH")
+        assert self.opt.image_size, "--attack sma needs --image-size (checked by the command line)"
         height, width = self.opt.image_size
         head = hello_meta.get("head")
         if not isinstance(head, dict) or not all(isinstance(v, (int, float)) for v in head.values()):
@@ -174,9 +179,11 @@ class SplitServer:
 
     def _save(self) -> None:
         assert self.server is not None and self.optimizer is not None
+        start = time.perf_counter()
+        self._open_run_dir()
         state = {"format": 1, "arch": json.dumps(self.arch), "hello_meta": json.dumps(self.hello_meta),
-                 "seed": self.opt.seed, "next_step": self.next_step, "field": self.server.field.state_dict(),
-                 "optimizer": self.optimizer.state_dict()}
+                 "schedule": json.dumps(self.schedule), "seed": self.opt.seed, "next_step": self.next_step,
+                 "field": self.server.field.state_dict(), "optimizer": self.optimizer.state_dict()}
         if self.attacker is not None:
             state["attacker"] = self.attacker.state_dict()
             if self.attacker.optimizer is not None:
@@ -187,6 +194,20 @@ class SplitServer:
         self.durable_step = self.next_step
         if self.attacker is not None:
             self._save_attack_outputs()
+        first = not self.checkpoint_cost
+        self.checkpoint_cost = {"bytes": (self.run_dir / CHECKPOINT).stat().st_size,
+                                "seconds": time.perf_counter() - start}
+        self.last_checkpoint = time.monotonic()
+        if first:
+            print(f"s2nerf-server: checkpoint at step {self.next_step}: {self.checkpoint_cost['bytes'] / 1e6:.1f} MB "
+                  f"in {self.checkpoint_cost['seconds']:.2f} s", flush=True)
+
+    def _checkpoint_due(self, requested: bool) -> bool:
+        if requested:  # the client's replay buffer is full
+            return True
+        if self.opt.checkpoint_every is not None:
+            return self.next_step % self.opt.checkpoint_every == 0
+        return time.monotonic() - self.last_checkpoint >= self.opt.checkpoint_every_s
 
     def _save_attack_outputs(self) -> None:
         folder = self.run_dir / "attack"
@@ -198,7 +219,8 @@ class SplitServer:
     def _load(self) -> None:
         state = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
         self.opt.seed = int(state["seed"])
-        self._build(json.loads(state["arch"]), json.loads(state["hello_meta"]))
+        schedule = json.loads(state["schedule"]) if "schedule" in state else self._schedule(None)
+        self._build(json.loads(state["arch"]), json.loads(state["hello_meta"]), schedule)
         self.server.field.load_state_dict(state["field"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.next_step = self.durable_step = int(state["next_step"])
@@ -226,8 +248,15 @@ class SplitServer:
             entry.update(kind=msg.kind, step=msg.step, meta_keys=sorted(msg.meta),
                          tensors={n: {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape),
                                       "payload_bytes": msg.payload_bytes[n]} for n, t in msg.tensors.items()})
+        if self.received_log is None:
+            self._unwritten_log = self._unwritten_log[-9999:] + [json.dumps(entry) + "\n"]
+            return
         self.received_log.write(json.dumps(entry) + "\n")
         self.received_log.flush()
+
+    def _refuse(self, method: str, data: bytes, message: str) -> None:
+        self._log(method, data, outcome=f"refused: {message}")
+        print(f"s2nerf-server: refused {method}: {message}", flush=True)
 
     def _handler(self, method: str, fn):
         def handle(data: bytes, context: grpc.ServicerContext) -> bytes:
@@ -236,10 +265,10 @@ class SplitServer:
                 with self.lock:
                     return fn(data, context)
             except WireError as err:
-                self._log(method, data, outcome=f"refused: {err}")
+                self._refuse(method, data, str(err))
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"s2nerf-server: malformed message: {err}")
             except _Refusal as err:
-                self._log(method, data, outcome=f"refused: {err.message}")
+                self._refuse(method, data, err.message)
                 context.abort(err.code, err.message)
         return handle
 
@@ -269,27 +298,81 @@ class SplitServer:
     def _status(self) -> Dict[str, object]:
         return {"next_step": self.next_step, "durable_step": self.durable_step, "protocol": PROTOCOL_VERSION}
 
+    def _schedule(self, sent: object) -> Dict[str, object]:
+        """The optimizer schedule: the client's (from Hello), the defaults where it sent none, and the values given
+        explicitly on the command line, which must agree with the client's."""
+        schedule = dict(SCHEDULE_DEFAULTS)
+        theirs = check_schedule(sent) if sent is not None else {}
+        schedule.update(theirs)
+        for key, value in self.opt.schedule.items():
+            if key in theirs and not math.isclose(float(theirs[key]), float(value), rel_tol=1e-9, abs_tol=0.0):
+                flag, client_flag = SCHEDULE_FLAGS[key]
+                raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"s2nerf-server: {flag} {value:g} but the client's schedule has {theirs[key]:g} "
+                               f"({client_flag}): start the server without {flag} (it follows the client) or "
+                               "give both the same value")
+            schedule[key] = type(SCHEDULE_DEFAULTS[key])(value)
+        return schedule
+
+    def _check_image_size(self, meta: Dict[str, object]) -> None:
+        size = meta.get("image_size")
+        if size is None or self.opt.image_size is None:
+            return
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+            raise WireError("hello: image_size must be [height, width]")
+        height, width = self.opt.image_size
+        if size[0] > height or size[1] > width:
+            raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"s2nerf-server: --image-size {height} {width} is smaller than the client's images "
+                           f"({size[0]} x {size[1]}): restart the server with --image-size {size[0]} {size[1]}")
+
     # ------------------------------------------------------------------ RPCs
     def hello(self, data: bytes, context) -> bytes:
         msg = decode(data, "hello")
-        self._log("Hello", data, msg)
         if msg.meta.get("protocol") != PROTOCOL_VERSION:
             raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
                            f"s2nerf-server speaks protocol {PROTOCOL_VERSION}, the client {msg.meta.get('protocol')}")
         arch = check_arch(msg.meta.get("arch"))
-        if self.arch is None:
+        self._check_image_size(msg.meta)
+        schedule = self._schedule(msg.meta.get("schedule"))
+        fresh = self.next_step == 0 and self.received_log is None  # nothing applied or written yet: may rebuild
+        if self.arch is None or (fresh and (arch != self.arch or schedule != self.schedule)):
+            self.pending = None
+            if self.opt.attack != "none" and not isinstance(msg.meta.get("head"), dict):
+                raise WireError(f"hello: 'head' (the client head's architecture) is needed by --attack {self.opt.attack}")
             self._build(arch, {k: v for k, v in msg.meta.items() if k in ("head", "num_images", "run_steps",
-                                                                            "background_color")})
-            (self.run_dir / "server_config.json").write_text(json.dumps({"arch": arch, "seed": self.opt.seed}))
+                                                                            "background_color", "image_size")},
+                        schedule)
         elif arch != self.arch:
             raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
                            f"s2nerf-server: this run was built for another architecture ({self.run_dir}); "
                            "start the server with a new --run-dir")
-        return encode("hello_reply", self.next_step, meta=self._status())[0]
+        elif schedule != self.schedule:
+            changed = sorted(k for k in schedule if schedule[k] != self.schedule.get(k))
+            raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"s2nerf-server: this run was built with another optimizer schedule ({', '.join(changed)} "
+                           f"differ; {self.run_dir}): give the client the run's schedule or the server a new --run-dir")
+        self._log("Hello", data, msg)
+        reply = {**self._status(), "checkpoint_every": self.opt.checkpoint_every,
+                 "checkpoint_every_s": self.opt.checkpoint_every_s}
+        return encode("hello_reply", self.next_step, meta=reply)[0]
+
+    def _check_indices(self, indices: Optional[Tensor]) -> None:
+        """With an attacker, the pixels the rays come from must fit its images (checked before anything is done)."""
+        if self.attacker is None or indices is None or indices.numel() == 0:
+            return
+        height, width = self.opt.image_size
+        images = int(self.hello_meta.get("num_images", 1))
+        low, high = indices.min(dim=0).values.tolist(), indices.max(dim=0).values.tolist()
+        if min(low) < 0 or high[0] >= images:
+            raise WireError(f"ray_indices: image index outside 0..{images - 1}")
+        if high[1] >= height or high[2] >= width:
+            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"s2nerf-server: --image-size {height} {width} is smaller than the client's images (a ray "
+                           f"comes from row {high[1]}, column {high[2]}): restart the server with a larger --image-size")
 
     def forward(self, data: bytes, context) -> bytes:
         msg = decode(data, "forward")
-        self._log("Forward", data, msg)
         if self.server is None:
             raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION, "s2nerf-server: say hello first")
         t = msg.step
@@ -301,6 +384,8 @@ class SplitServer:
                            f"step {t} skips steps {self.next_step}..{t - 1}: replay them first")
         wire = self._wire(msg)
         bundle = self._rays(msg)
+        self._check_indices(msg.tensors.get("ray_indices"))
+        self._log("Forward", data, msg)
         self.server.train()
         torch.manual_seed(sampler_seed(self.opt.seed, t))
         out = self.server(bundle)
@@ -320,9 +405,9 @@ class SplitServer:
                 raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
                                "no forward is pending on the server: send the forward of this step again")
             raise
-        self._log("Backward", data, msg)
         t = msg.step
         if t < self.next_step:
+            self._log("Backward", data, msg, outcome="duplicate")
             return encode("backward_reply", t, meta={**self._status(), "duplicate": True})[0]
         if pending is None or pending.step != t:
             raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
@@ -331,6 +416,8 @@ class SplitServer:
         grad = msg.tensors.get("grad_h")
         if grad is None or grad.shape != pending.h.shape or not torch.isfinite(grad).all():
             raise WireError(f"grad_h must be finite with shape {list(pending.h.shape)}")
+        self._open_run_dir()  # the first applied step creates the run folder
+        self._log("Backward", data, msg)
         self.optimizer.zero_grad()
         pending.h.backward(grad)
         self.optimizer.step()
@@ -338,7 +425,7 @@ class SplitServer:
         self.next_step, self.pending = t + 1, None
         if self.attacker is not None:
             self._observe(pending, grad)
-        if self.next_step % self.opt.checkpoint_every == 0:
+        if self._checkpoint_due(msg.meta.get("checkpoint") is True):
             self._save()
         return encode("backward_reply", t, meta={**self._status(), "duplicate": False})[0]
 
@@ -354,11 +441,11 @@ class SplitServer:
     @torch.no_grad()
     def render(self, data: bytes, context) -> bytes:
         msg = decode(data, "render")
-        self._log("Render", data, msg)
         if self.server is None:
             raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION, "s2nerf-server: say hello first")
         wire = self._wire(msg)
         bundle = self._rays(msg)
+        self._log("Render", data, msg)
         self.server.eval()
         out = self.server(bundle)
         self.server.train()
@@ -369,7 +456,8 @@ class SplitServer:
         with self.lock:
             if self.server is not None and self.durable_step != self.next_step:
                 self._save()
-            self.received_log.close()
+            if self.received_log is not None:
+                self.received_log.close()
 
     def grpc_handler(self) -> grpc.GenericRpcHandler:
         methods = {"Hello": self.hello, "Forward": self.forward, "Backward": self.backward, "Render": self.render}
@@ -383,60 +471,23 @@ class _Refusal(Exception):
         self.code, self.message = code, message
 
 
-def serve(options: ServerOptions, address: str, workers: int = 4) -> grpc.Server:
+def serve(options: ServerOptions, address: str, credentials: Optional[grpc.ServerCredentials] = None,
+          workers: int = 4) -> grpc.Server:
+    """Start serving on ``address``: TLS with ``credentials``, plaintext without (the command line asks for
+    ``--insecure`` then). SO_REUSEPORT is off, so a port another process holds is an error, not a shared port."""
     state = SplitServer(options)
     limits = [("grpc.max_receive_message_length", options.max_message_bytes),
-              ("grpc.max_send_message_length", options.max_message_bytes)]
+              ("grpc.max_send_message_length", options.max_message_bytes), ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=limits)
     server.add_generic_rpc_handlers((state.grpc_handler(),))
-    if server.add_insecure_port(address) == 0:
-        raise SystemExit(f"s2nerf-server: cannot listen on {address}")
+    try:
+        port = (server.add_secure_port(address, credentials) if credentials is not None
+                else server.add_insecure_port(address))
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise SystemExit(f"s2nerf-server: error: --listen {address}: cannot listen there (port in use, or not an "
+                         "address of this machine)")
     server.start()
     server.state = state  # type: ignore[attr-defined]
     return server
-
-
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="s2nerf-server", description=__doc__.split("\n")[0])
-    parser.add_argument("--listen", default="127.0.0.1:50051", help="host:port to serve on")
-    parser.add_argument("--token-file", type=Path, required=True, help="file holding the shared client token")
-    parser.add_argument("--run-dir", type=Path, default=Path("outputs/s2nerf-server"),
-                        help="checkpoints, received.jsonl and attack outputs; an existing checkpoint is resumed")
-    parser.add_argument("--seed", type=int, default=42, help="initialisation and sampler-jitter seed")
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--lr-final", type=float, default=1e-3)
-    parser.add_argument("--lr-max-steps", type=int, default=5000)
-    parser.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint after every N applied steps")
-    parser.add_argument("--attack", choices=("none", "sma"), default="none",
-                        help="sma: a surrogate model attacker fed with what this server receives")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                        help="size of the client's images (the attacker's dummies)")
-    parser.add_argument("--max-message-mb", type=float, default=512.0)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
-        token = args.token_file.read_text().strip()
-    except OSError as err:
-        raise SystemExit(f"s2nerf-server: cannot read the token file {args.token_file}: {err}") from None
-    if not token:
-        raise SystemExit(f"s2nerf-server: the token file {args.token_file} is empty")
-    options = ServerOptions(run_dir=args.run_dir, token=token, seed=args.seed, lr=args.lr, lr_final=args.lr_final,
-                            lr_max_steps=args.lr_max_steps, checkpoint_every=max(args.checkpoint_every, 1),
-                            attack=args.attack, image_size=args.image_size,
-                            max_message_bytes=int(args.max_message_mb * (1 << 20)))
-    server = serve(options, args.listen)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=2.0))  # checkpoint on the way out
-    print(f"s2nerf-server: serving on {args.listen}, run folder {args.run_dir}", flush=True)
-    try:
-        server.wait_for_termination()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop(grace=2.0)
-        server.state.close()  # type: ignore[attr-defined]
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

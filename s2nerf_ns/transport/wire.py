@@ -239,3 +239,62 @@ def _decode_tensor(name: str, dtype: str, shape: List[int], codec: str, entry: D
     out = torch.zeros(numel)
     out[mask] = values(buf, count, half)
     return out.reshape(shape)
+
+
+# ---------------------------------------------------------------------------- what Hello may carry
+ARCH_INT_LIMITS = {"num_levels": 32, "features_per_level": 8, "min_res": 1 << 14, "max_res": 1 << 16,
+                   "log2_hashmap_size": 24, "hidden_dim": 1024, "num_density_layers": 16, "geo_feat_dim": 256,
+                   "cut_depth": 15, "num_samples": 4096}
+ARCH_FLOATS = ("near_plane", "far_plane")
+SCHEDULE_DEFAULTS: Dict[str, object] = {
+    "lr": 1e-2, "eps": 1e-15, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0, "lr_final": 1e-3, "max_steps": 5000,
+    "warmup_steps": 0, "lr_pre_warmup": 1e-8, "ramp": "cosine"}
+"""The methods' optimizer of the server fields (Adam + nerfstudio's exponential decay), used by a server whose
+client sends no schedule. A client sends its own (``schedule`` in Hello, the same keys)."""
+
+
+def check_arch(arch: object) -> Dict[str, object]:
+    """Validate the server-side architecture a client asks for (ints bounded, so a hello cannot exhaust memory)."""
+    if not isinstance(arch, dict):
+        raise WireError("hello: 'arch' must be an object")
+    out: Dict[str, object] = {}
+    for key, limit in ARCH_INT_LIMITS.items():
+        value = arch.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+            raise WireError(f"hello: arch.{key} must be an int in [0, {limit}], got {value!r}")
+        out[key] = value
+    for key in ARCH_FLOATS:
+        if not isinstance(arch.get(key), (int, float)):
+            raise WireError(f"hello: arch.{key} must be a number")
+        out[key] = float(arch[key])
+    aabb = arch.get("aabb")
+    if (not isinstance(aabb, list) or len(aabb) != 2 or not all(isinstance(r, list) and len(r) == 3 for r in aabb)
+            or not all(isinstance(v, (int, float)) for r in aabb for v in r)):
+        raise WireError("hello: arch.aabb must be [[x, y, z], [x, y, z]]")
+    out["aabb"] = [[float(v) for v in r] for r in aabb]
+    out["unbounded"] = bool(arch.get("unbounded", False))
+    if arch.get("sampler", "uniform") != "uniform":
+        raise WireError("hello: the two-process protocol supports the uniform sampler only")
+    out["sampler"] = "uniform"
+    return out
+
+
+def check_schedule(schedule: object) -> Dict[str, object]:
+    """Validate the optimizer schedule a client sends in Hello (known keys, finite numbers, bounded steps)."""
+    if not isinstance(schedule, dict) or set(schedule) - set(SCHEDULE_DEFAULTS):
+        raise WireError(f"hello: 'schedule' must be an object with keys among {sorted(SCHEDULE_DEFAULTS)}")
+    out: Dict[str, object] = {}
+    for key, value in schedule.items():
+        if key == "ramp":
+            if value not in ("cosine", "linear"):
+                raise WireError("hello: schedule.ramp must be 'cosine' or 'linear'")
+        elif key in ("max_steps", "warmup_steps"):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1 << 31:
+                raise WireError(f"hello: schedule.{key} must be an int in [0, 2^31]")
+        elif (not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) or value < 0
+              or (key in ("beta1", "beta2") and value >= 1)):
+            raise WireError(f"hello: schedule.{key} must be a finite number >= 0 (betas < 1), got {value!r}")
+        out[key] = value if key in ("ramp", "max_steps", "warmup_steps") else float(value)
+    if out.get("max_steps", 1) < 1:
+        raise WireError("hello: schedule.max_steps must be >= 1")
+    return out

@@ -1,0 +1,200 @@
+"""``s2nerf-server``'s command line: every value is checked here, at startup, before anything is served or
+written (one line naming the flag); the server itself is :mod:`s2nerf_ns.transport.server`.
+
+Server side only: this module imports the server, the wire format and the certificate checks, nothing of the
+client.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Tuple
+
+import tyro
+
+from s2nerf_ns.errors import InputError
+from s2nerf_ns.transport.certs import check_server_pair
+
+INSECURE_WARNING = ("s2nerf-server: warning: --insecure: the token and every tensor travel in clear; use it only on "
+                    "loopback or a network you trust (TLS: --tls-cert/--tls-key, see s2nerf-server-cert)")
+
+
+def split_address(flag: str, address: str) -> Tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); anything else is an InputError naming ``flag``."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InputError(f"{flag} {address}: give host:port, e.g. 127.0.0.1:50051 or 0.0.0.0:50051 "
+                         "(the port is needed: there is no default port)")
+    return host, int(port)
+
+
+def _writable_folder(flag: str, folder: Path) -> None:
+    """The folder exists and is writable, or could be created (checked without creating it)."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{flag} {folder}: exists and is not a folder")
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        with tempfile.TemporaryFile(dir=parent):  # a probe: nothing is left behind
+            pass
+    except OSError as err:
+        raise InputError(f"{flag} {folder}: cannot write in {parent} ({err.strerror})") from None
+
+
+@dataclass
+class ServerConfig:
+    """Serve the server part of a split NeRF (hash grid, first density layers, sampler and their optimizer) to
+    one `ns-train splitnerf-remote` / `s2nerf-remote` client over gRPC (README, "Two machines")."""
+
+    token_file: Path
+    """File holding the token shared with the client (out of band); its first line, stripped, is the token."""
+    listen: str = "127.0.0.1:50051"
+    """host:port to serve on (0.0.0.0:PORT for every interface)."""
+    run_dir: Path = Path("outputs/s2nerf-server")
+    """Checkpoints, received.jsonl and attack outputs (created at the first applied step); a checkpoint there is
+    resumed."""
+    tls_cert: Optional[Path] = None
+    """PEM certificate of this server (TLS); s2nerf-server-cert makes a self-signed one."""
+    tls_key: Optional[Path] = None
+    """PEM private key of --tls-cert."""
+    insecure: bool = False
+    """Serve without TLS (the token and the tensors in clear): only on loopback or a trusted network."""
+    seed: int = 42
+    """Seed of the fields' initialisation and of the sampler's jitter."""
+    lr: Optional[float] = None
+    """Adam's learning rate of the server fields (default: the client's, sent in Hello; 1e-2 if it sends none).
+    Given explicitly, a client with another value is refused."""
+    lr_final: Optional[float] = None
+    """Final learning rate of the exponential decay (default: the client's; 1e-3)."""
+    lr_max_steps: Optional[int] = None
+    """Steps of the exponential decay (default: the client's --optimizers.server-fields.scheduler.max-steps;
+    5000)."""
+    checkpoint_every: Optional[int] = None
+    """Checkpoint after every N applied steps (default: by time, --checkpoint-every-s)."""
+    checkpoint_every_s: float = 60.0
+    """Without --checkpoint-every: checkpoint when this many seconds have passed since the last one (and when the
+    client's replay buffer is full, and on SIGTERM/Ctrl-C)."""
+    attack: Literal["none", "sma"] = "none"
+    """sma: a surrogate model attacker in this process, fed with what it receives (needs --image-size)."""
+    image_size: Optional[Tuple[int, int]] = None
+    """HEIGHT WIDTH of the client's images (the attacker's dummies); a client with larger images is refused."""
+    max_message_mb: float = 512.0
+    """Largest message received or sent (MB)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+
+    def __post_init__(self) -> None:
+        split_address("--listen", self.listen)
+        if self.attack != "none" and self.image_size is None:
+            raise InputError(f"--attack {self.attack} needs --image-size HEIGHT WIDTH (the client's image size)")
+        if self.image_size is not None and min(self.image_size) < 1:
+            raise InputError(f"--image-size {self.image_size[0]} {self.image_size[1]}: give positive sizes")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise InputError(f"--checkpoint-every {self.checkpoint_every}: give at least 1 (steps)")
+        if not (self.checkpoint_every_s > 0 and self.checkpoint_every_s < float("inf")):
+            raise InputError(f"--checkpoint-every-s {self.checkpoint_every_s}: give a positive number of seconds")
+        for flag, value in (("--lr", self.lr), ("--lr-final", self.lr_final), ("--max-message-mb",
+                                                                                 self.max_message_mb)):
+            if value is not None and not (0 < value < float("inf")):
+                raise InputError(f"{flag} {value}: give a positive number")
+        if self.lr_max_steps is not None and self.lr_max_steps < 1:
+            raise InputError(f"--lr-max-steps {self.lr_max_steps}: give at least 1")
+        if self.max_message_mb > 2047:
+            raise InputError(f"--max-message-mb {self.max_message_mb}: gRPC's limit is 2047 MB")
+        if self.threads < 0:
+            raise InputError(f"--threads {self.threads}: give 0 (torch's default) or more")
+        if self.seed < 0:
+            raise InputError(f"--seed {self.seed}: give a seed >= 0")
+        if self.insecure and (self.tls_cert or self.tls_key):
+            raise InputError("--insecure with --tls-cert/--tls-key: choose one")
+        if not self.insecure and (self.tls_cert is None or self.tls_key is None):
+            raise InputError("give --tls-cert and --tls-key (s2nerf-server-cert --host HOST --out-dir certs makes a "
+                             "pair), or --insecure to serve in clear on a trusted network")
+        _writable_folder("--run-dir", Path(self.run_dir))
+
+    def token(self) -> str:
+        try:
+            token = Path(self.token_file).read_text().strip()
+        except OSError as err:
+            raise InputError(f"--token-file {self.token_file}: cannot read it ({err.strerror})") from None
+        if not token:
+            raise InputError(f"--token-file {self.token_file}: the file is empty (put the shared token in it)")
+        return token
+
+    def check_port_free(self) -> None:
+        host, port = split_address("--listen", self.listen)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as err:
+            raise InputError(f"--listen {self.listen}: unknown host {host!r} ({err.strerror})") from None
+        family, _, _, _, sockaddr = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # as gRPC binds: SO_REUSEADDR lets a restarted server bind over its own TIME_WAIT connections, and
+            # still fails where another process listens
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as err:
+                reason = "the port is in use" if err.errno == errno.EADDRINUSE else err.strerror
+                raise InputError(f"--listen {self.listen}: cannot listen there: {reason}") from None
+
+    def credentials(self):
+        """gRPC server credentials from --tls-cert/--tls-key (checked: PEM, matching, not expired), or None."""
+        if self.insecure:
+            return None
+        import grpc
+
+        cert, key = check_server_pair(self.tls_cert, self.tls_key)
+        return grpc.ssl_server_credentials([(key, cert)])
+
+
+def run(config: ServerConfig):
+    """Check what needs the file system and the network, then serve (returns the started gRPC server)."""
+    import torch
+
+    from s2nerf_ns.transport.server import ServerOptions, serve
+
+    token = config.token()
+    credentials = config.credentials()
+    config.check_port_free()
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    explicit = {"lr": config.lr, "lr_final": config.lr_final, "max_steps": config.lr_max_steps}
+    options = ServerOptions(run_dir=config.run_dir, token=token, seed=config.seed,
+                            schedule={k: v for k, v in explicit.items() if v is not None},
+                            checkpoint_every=config.checkpoint_every, checkpoint_every_s=config.checkpoint_every_s,
+                            attack=config.attack, image_size=tuple(config.image_size) if config.image_size else None,
+                            max_message_bytes=int(config.max_message_mb * (1 << 20)))
+    if config.insecure:
+        print(INSECURE_WARNING, flush=True)
+    server = serve(options, config.listen, credentials)
+    mode = "TLS" if credentials is not None else "plaintext"
+    print(f"s2nerf-server: serving on {config.listen} ({mode}), run folder {config.run_dir}", flush=True)
+    return server
+
+
+def main() -> None:
+    sys.argv[0] = "s2nerf-server"  # the one-line errors are prefixed with it (also under python -m)
+    server = run(tyro.cli(ServerConfig))
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=2.0))  # checkpoint on the way out
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop(grace=2.0)
+        server.state.close()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
