@@ -99,3 +99,19 @@ def test_canary_audit_lower_bound_stays_under_the_accountant(one_thread):
     # the distinguisher's accuracy is what its Gaussian statistic predicts: Phi(sqrt(3 k) / (2 s)) at k releases
     k = result["median_releases"]
     assert result["accuracy"] == pytest.approx(norm.cdf(math.sqrt(3 * k) / (2 * std)), abs=0.06)
+
+
+# ------------------------------------------------------------------------------------------ the README's numbers
+def test_readme_canary_block_is_generated_from_the_committed_records():
+    from pathlib import Path
+
+    from s2nerf_ns.bench import canary_report
+
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "docs" / "results" / "canary_audit"
+    assert canary_report.readme_matches(root / "README.md", folder)  # fails (not skips) without the records
+    records = canary_report.load(folder)
+    shifted = [dict(r, audit=dict(r["audit"], fp=r["audit"]["fp"] + 5)) for r in records]
+    assert canary_report.markdown(shifted) != canary_report.markdown(records)  # recomputed from the raw counts
+    stored = [dict(r, audit=dict(r["audit"], epsilon_lower_bound=99.0), accountant={"epsilon": 0.0}) for r in records]
+    assert canary_report.markdown(stored) == canary_report.markdown(records)  # never from the stored epsilons
