@@ -10,6 +10,10 @@ instead of a traceback:
   (missing folder or image, invalid ``transforms.json``, truncated image, ...). Its message names the file
   and the problem. :func:`data_setup` turns the errors nerfstudio's own dataparsers and datasets raise into it.
 
+nerfstudio's own checkpoint loading (``ns-eval``, ``ns-render``, the viewer) gets one line too: a truncated
+checkpoint is named as such, a run without a checkpoint says so (:func:`describe_checkpoint_error`); the split
+methods' ``--load-dir`` is checked before anything is written (:mod:`s2nerf_ns.integration.resume`).
+
 :func:`install` (called when the package is imported, i.e. by every nerfstudio command once it loads the
 plugins) installs the printers: a ``sys.excepthook`` that prints these errors (and a missing
 ``--load-config`` file) as one line and hands everything else to the previous hook, and a tyro parse-error
@@ -22,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import sys
+import zipfile
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -122,10 +128,50 @@ def _is_bad_data(exc: BaseException) -> bool:
             or (isinstance(exc, AssertionError) and "does not exist" in text))
 
 
+def first_sentence(text: str, limit: int = 160) -> str:
+    """The first sentence of an error message, on one line (library messages go on with advice of their own)."""
+    return _one_line(text).split(". ")[0][:limit]
+
+
+def _is_complete_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+        return True
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def describe_checkpoint_error(exc: BaseException) -> Optional[str]:
+    """One line for a checkpoint nerfstudio could not load (``ns-eval``, ``ns-render``, the viewer): a truncated file
+    (``torch.load`` failed and the file is not a complete archive), or a run folder without any checkpoint."""
+    frames = _frames(exc.__traceback__)
+    loader = next((f for f in frames if f.f_code.co_name == "eval_load_checkpoint"), None)
+    if loader is not None and isinstance(exc, IndexError):  # sorted(os.listdir(load_dir))[-1] of an empty folder
+        load_dir = getattr(loader.f_locals.get("config"), "load_dir", None)
+        return (f"{load_dir}: no checkpoint (step-*.ckpt) in the run's checkpoint folder: the run saved none "
+                "(stopped before its first checkpoint); train it again")
+    torch_load = [f for f in frames if f.f_code.co_name == "load"
+                  and f.f_code.co_filename.endswith(os.path.join("torch", "serialization.py"))]
+    if not torch_load or not isinstance(exc, (RuntimeError, EOFError, pickle.UnpicklingError, ValueError)):
+        return None
+    path = torch_load[0].f_locals.get("f")
+    if not isinstance(path, (str, Path)) or not Path(path).is_file() or _is_complete_zip(Path(path)):
+        return None
+    return (f"{path}: the checkpoint file is truncated or corrupted ({first_sentence(str(exc))}); it cannot be "
+            "loaded: use an earlier checkpoint or train again")
+
+
 def one_line_error(exc: BaseException) -> Optional[str]:
     """The line printed instead of a traceback for a bad input, or ``None`` for any other exception."""
     if isinstance(exc, (InputError, DataSetupError)):
         return _one_line(str(exc))
+    checkpoint = describe_checkpoint_error(exc)
+    if checkpoint is not None:
+        return checkpoint
+    if isinstance(exc, OSError) and any(f.f_code.co_name == "save_config" for f in _frames(exc.__traceback__)):
+        return (f"--output-dir: cannot write the run folder ({exc.filename}: {exc.strerror}); choose a folder you "
+                "can write to")
     if _is_bad_data(exc):  # e.g. nerfacto on a broken capture: nerfstudio's own pipeline, the same line
         message = describe_data_error(exc)
         if message is not None:
@@ -152,8 +198,13 @@ def _excepthook(exc_type, exc, tb, _previous=None) -> None:
 
 def _tyro_hook(event) -> None:
     """tyro's parse-error hook: a value rejected while the config was built is printed as one line."""
+    flags = getattr(getattr(getattr(event, "argument", None), "lowered", None), "name_or_flags", None)
+    if type(event).__name__ == "InvalidChoice" and flags and str(flags[0]).startswith("-"):  # a flag's bad value
+        print(f"{_prog()}: error: {flags[0]} {event.value}: not a choice; give one of {', '.join(event.choices)}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2)
     if type(event).__name__ != "InstantiationFailure":
-        return  # tyro's own messages (unknown flag, bad choice, ...) are kept
+        return  # tyro's own messages (unknown flag, subcommand, ...) are kept
     message = _one_line(getattr(event, "message", ""))
     argument = getattr(event, "argument", None)
     flags = getattr(getattr(argument, "lowered", None), "name_or_flags", None)

@@ -79,8 +79,8 @@ def test_bad_inputs_fail_cleanly(tmp_path):
     out = tmp_path / "outputs"
     for args, message in (
         (["ns-train", "splitnerf", *ROOM[:1], "--resolution", "-4"], "resolution must be a positive"),
-        (["ns-train", "splitnerf", "--pipeline.model.cut-depth", "5"], "cut_depth=5 is impossible"),
-        (["ns-train", "s2nerf", "--pipeline.model.defense.noise-scale", "-1"], "noise_scale"),
+        (["ns-train", "splitnerf", "--pipeline.model.cut-depth", "5"], "--pipeline.model.cut-depth 5 is impossible"),
+        (["ns-train", "s2nerf", "--pipeline.model.defense.noise-scale", "-1"], "--pipeline.model.defense.noise-scale"),
         (["ns-train", "splitnerf", "--output-dir", str(out), "--max-num-iterations", "0"], "--max-num-iterations 0"),
         (["ns-eval", "--load-config", str(tmp_path / "nowhere" / "config.yml")], "--load-config"),
     ):

@@ -20,7 +20,7 @@ TINY = ["--max-num-iterations", "2", "--vis", "tensorboard", "--machine.device-t
         "--pipeline.model.num-levels", "2", "--pipeline.model.log2-hashmap-size", "10"]
 
 
-def capture(folder: Path, num_frames: int = 6, size: int = 8) -> Path:
+def capture(folder: Path, num_frames: int = 10, size: int = 8) -> Path:
     """A tiny nerfstudio capture (transforms.json + PNGs), cameras on a circle looking at the origin."""
     (folder / "images").mkdir(parents=True)
     rng = np.random.default_rng(0)

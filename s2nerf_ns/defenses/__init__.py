@@ -6,7 +6,9 @@
   (epsilon, delta) with opacus' RDP accountant;
 - :mod:`~s2nerf_ns.defenses.targets`: target perturbations (label noise);
 - :mod:`~s2nerf_ns.defenses.schedules`: noise schedules;
-- :mod:`~s2nerf_ns.defenses.defense`: ``Defense``, the composed object the channel and the client call.
+- :mod:`~s2nerf_ns.defenses.defense`: ``Defense``, the composed object the channel and the client call;
+- :mod:`~s2nerf_ns.defenses.state`: ``DefenseCounters``, the accountant's counters and the schedule length in the
+  model's state dict (checkpoints, ``--load-dir``, ``ns-eval``).
 """
 
 from s2nerf_ns.defenses.config import DefenseConfig, DefenseKind

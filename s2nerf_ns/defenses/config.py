@@ -9,13 +9,27 @@ One flat dataclass (not a tyro subcommand union) so that the natural spelling wo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal, Optional, Type
 
 from nerfstudio.configs.base_config import InstantiateConfig
 
+from s2nerf_ns.errors import InputError
+
 DefenseKind = Literal["none", "s2nerf", "label-noise", "max-norm", "residual-noise"]
 KINDS = ("none", "s2nerf", "label-noise", "max-norm", "residual-noise")
+FLAG_PREFIX = "--pipeline.model.defense."
+"""Where ns-train exposes this config: error lines name the flag as the user types it."""
+KNOBS = {
+    "none": (),
+    "s2nerf": ("noise_scale", "decay_ratio", "decay_steps", "noise_floor", "variant", "partial_noise_scale",
+               "mix_probability", "clip_to_median"),
+    "label-noise": ("label_noise_std",),
+    "max-norm": ("max_norm_scale",),
+    "residual-noise": ("residual_noise_std", "residual_client", "dp_delta"),
+}
+"""The knobs each kind reads (``nonfinite`` applies to every kind)."""
+ALL_KNOBS = tuple(name for kind in KINDS for name in KNOBS[kind])
 
 
 @dataclass
@@ -63,27 +77,75 @@ class DefenseConfig(InstantiateConfig):
     Either way the client never sends a non-finite value."""
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse, in one line naming the flag as typed, a value that cannot work, a knob the chosen kind ignores
+        and a noisy kind that would add no noise (fail closed: no run that believes it is defended and is not).
+
+        "Given by the user" is read as "differs from the field's default": the method presets build this config
+        with ``kind`` and their knobs, and a knob left at its default is indistinguishable from one not given
+        (``--pipeline.model.defense.noise-scale 1.2`` with kind none is therefore not caught: it changes nothing).
+        Run when the config is built (tyro) and again by the split trainer before training (a config changed in
+        code); not when ``ns-eval`` rebuilds a finished run."""
         checks = [
-            (self.kind in KINDS, f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}"),
-            (_finite_nonneg(self.noise_scale), f"noise_scale c must be a finite number >= 0, got {self.noise_scale}"),
-            (0 < self.decay_ratio <= 1, f"decay_ratio r must be in (0, 1], got {self.decay_ratio}"),
-            (self.decay_steps is None or self.decay_steps > 0, f"decay_steps T must be positive, got {self.decay_steps}"),
-            (0 <= self.noise_floor <= 1, f"noise_floor f must be in [0, 1], got {self.noise_floor}"),
-            (self.variant in ("random", "partial", "mix"), f"variant must be random, partial or mix, got {self.variant!r}"),
-            (_finite_nonneg(self.partial_noise_scale),
-             f"partial_noise_scale must be a finite number >= 0, got {self.partial_noise_scale}"),
-            (0 <= self.mix_probability <= 1, f"mix_probability p must be in [0, 1], got {self.mix_probability}"),
-            (_finite_nonneg(self.label_noise_std), f"label_noise_std must be a finite number >= 0, got {self.label_noise_std}"),
-            (_finite_nonneg(self.max_norm_scale), f"max_norm_scale k must be a finite number >= 0, got {self.max_norm_scale}"),
-            (_finite_nonneg(self.residual_noise_std),
-             f"residual_noise_std s must be a finite number >= 0, got {self.residual_noise_std}"),
-            (self.residual_client in ("clean", "noisy"), f"residual_client must be clean or noisy, got {self.residual_client!r}"),
-            (0 < self.dp_delta < 1, f"dp_delta must be in (0, 1), got {self.dp_delta}"),
-            (self.nonfinite in ("error", "sanitize"), f"nonfinite must be 'error' or 'sanitize', got {self.nonfinite!r}"),
+            (self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}"),
+            (_finite_nonneg(self.noise_scale), "noise_scale", "must be a finite number >= 0"),
+            (0 < self.decay_ratio <= 1, "decay_ratio", "must be in (0, 1] (1: no decay)"),
+            (self.decay_steps is None or self.decay_steps > 0, "decay_steps", "must be a positive number of steps"),
+            (0 <= self.noise_floor <= 1, "noise_floor", "must be in [0, 1]"),
+            (self.variant in ("random", "partial", "mix"), "variant", "must be random, partial or mix"),
+            (_finite_nonneg(self.partial_noise_scale), "partial_noise_scale", "must be a finite number >= 0"),
+            (0 <= self.mix_probability <= 1, "mix_probability", "must be in [0, 1]"),
+            (_finite_nonneg(self.label_noise_std), "label_noise_std", "must be a finite number >= 0"),
+            (_finite_nonneg(self.max_norm_scale), "max_norm_scale", "must be a finite number >= 0"),
+            (_finite_nonneg(self.residual_noise_std), "residual_noise_std", "must be a finite number >= 0"),
+            (self.residual_client in ("clean", "noisy"), "residual_client", "must be clean or noisy"),
+            (0 < self.dp_delta < 1, "dp_delta", "must be in (0, 1)"),
+            (self.nonfinite in ("error", "sanitize"), "nonfinite", "must be error or sanitize"),
         ]
-        for ok, message in checks:
+        for ok, name, rule in checks:
             if not ok:
-                raise ValueError(message)
+                raise InputError(f"{flag(name)} {getattr(self, name)}: {rule}")
+        self._check_knobs_of_other_kinds()
+        self._check_adds_noise()
+
+    def _check_knobs_of_other_kinds(self) -> None:
+        ignored = [name for name in ALL_KNOBS if name not in KNOBS[self.kind] and _given(self, name)]
+        if ignored:
+            owners = sorted({_owner(name) for name in ignored})
+            given = " and ".join(f"{flag(n)} {getattr(self, n)}" for n in ignored)
+            if len(owners) > 1:
+                which = ", ".join(f"{flag(n)}: {_owner(n)}" for n in ignored)
+                raise InputError(f"{given} are knobs of different kinds ({which}) and the kind is {self.kind!r}: a run "
+                                 f"has one defense, choose it with {flag('kind')} and keep only its knobs")
+            one = len(ignored) == 1
+            raise InputError(f"{given} {'is a knob' if one else 'are knobs'} of {flag('kind')} {owners[0]}, but the "
+                             f"kind is {self.kind!r}, which ignores {'it' if one else 'them'}: add {flag('kind')} "
+                             f"{owners[0]} (or drop the {'knob' if one else 'knobs'})")
+        if self.kind == "s2nerf":
+            if self.variant == "random" and _given(self, "partial_noise_scale"):
+                raise InputError(f"{flag('partial_noise_scale')} {self.partial_noise_scale} applies to "
+                                 f"{flag('variant')} partial or mix, but the variant is 'random': add "
+                                 f"{flag('variant')} partial (or mix), or drop the knob")
+            if self.variant != "mix" and _given(self, "mix_probability"):
+                raise InputError(f"{flag('mix_probability')} {self.mix_probability} applies to {flag('variant')} "
+                                 f"mix, but the variant is {self.variant!r}: add {flag('variant')} mix, or drop "
+                                 "the knob")
+
+    def _check_adds_noise(self) -> None:
+        zero = {
+            "s2nerf": ("noise_scale" if self.noise_scale == 0 else
+                       "partial_noise_scale" if self.partial_noise_scale == 0 and (
+                           self.variant == "partial" or (self.variant == "mix" and self.mix_probability == 0))
+                       else None),
+            "label-noise": "label_noise_std" if self.label_noise_std == 0 else None,
+            "max-norm": "max_norm_scale" if self.max_norm_scale == 0 else None,
+            "residual-noise": "residual_noise_std" if self.residual_noise_std == 0 else None,
+        }.get(self.kind)
+        if zero is not None:
+            raise InputError(f"{flag(zero)} {getattr(self, zero)}: the {self.kind} defense would add no noise, an "
+                             f"undefended run that reports a defense; for no defense use {flag('kind')} none")
 
     @property
     def needs_schedule(self) -> bool:
@@ -100,6 +162,20 @@ class DefenseConfig(InstantiateConfig):
         return {"kind": self.kind, **{k: getattr(self, k) for k in keys}}
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a field, as typed: ``noise_scale`` -> ``--pipeline.model.defense.noise-scale``."""
+    return FLAG_PREFIX + name.replace("_", "-")
+
+
+def _given(config: DefenseConfig, name: str) -> bool:
+    """Whether a knob differs from its field default (see :meth:`DefenseConfig.__post_init__`)."""
+    return getattr(config, name) != _DEFAULTS[name]
+
+
+def _owner(name: str) -> str:
+    return next(kind for kind in KINDS if name in KNOBS[kind])
+
+
 def _finite_nonneg(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x >= 0
 
@@ -108,3 +184,6 @@ def _defense_class():
     from s2nerf_ns.defenses.defense import Defense
 
     return Defense
+
+
+_DEFAULTS = {f.name: f.default for f in fields(DefenseConfig) if f.name in ALL_KNOBS}

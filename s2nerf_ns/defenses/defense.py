@@ -80,6 +80,22 @@ class Defense:
             self._generators[key] = gen
         return self._generators[key]
 
+    # ------------------------------------------------------------------ state a resumed run must restore
+    def generator_states(self) -> Dict[str, Tensor]:
+        """The noise generators' states by device (CPU byte tensors): saved with the run's checkpoint, so that a
+        resumed run draws exactly the noise an uninterrupted one would have drawn."""
+        return {key: gen.get_state().clone() for key, gen in self._generators.items()}
+
+    def load_generator_states(self, states: Dict[str, Tensor]) -> None:
+        """Restore :meth:`generator_states`. A device without a saved state starts from the seed; a saved CUDA
+        state is skipped where CUDA is unavailable (a run resumed on another device cannot draw the same noise)."""
+        for key, state in states.items():
+            if torch.device(key).type == "cuda" and not torch.cuda.is_available():
+                continue
+            gen = torch.Generator(device=torch.device(key))
+            gen.set_state(state.to(torch.uint8).cpu())
+            self._generators[key] = gen
+
     # ------------------------------------------------------------------ what the channel calls
     def gradient_to_send(
         self, grad: Float[Tensor, "*batch dim"], h: Float[Tensor, "*batch dim"], step: int,

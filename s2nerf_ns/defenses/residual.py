@@ -53,6 +53,8 @@ def per_pixel_privacy(noise_multiplier: float, rays_per_step: int, training_pixe
     ``1 - delta / 2``, ``K <= k``; opacus composes ``k`` Gaussian releases at ``delta / 2``. The sampled-Gaussian
     number (``epsilon_if_sampling_hidden``, opacus at ``q = rays_per_step / training_pixels``) is reported for
     comparison only: it would hold if the server did not know which pixels were in a batch.
+
+    Every epsilon is a finite number or ``None`` with an ``<key>_reason`` (the report is written as strict JSON).
     """
     from opacus.accountants import RDPAccountant
     from scipy.stats import binom
@@ -65,8 +67,10 @@ def per_pixel_privacy(noise_multiplier: float, rays_per_step: int, training_pixe
     }
     if noise_multiplier <= 0 or steps <= 0:
         k = int(binom.ppf(1 - delta / 2, max(steps, 0) * rays_per_step, 1 / training_pixels)) if steps > 0 else 0
-        out.update(releases_bound=k, epsilon=math.inf if k > 0 and noise_multiplier <= 0 else 0.0,
-                   epsilon_if_sampling_hidden=math.inf if steps > 0 and noise_multiplier <= 0 else 0.0)
+        out.update(releases_bound=k, epsilon=0.0, epsilon_if_sampling_hidden=0.0)
+        if steps > 0:  # released without noise: no finite epsilon (the config refuses it; the function says so)
+            for key in ("epsilon", "epsilon_if_sampling_hidden"):
+                _null(out, key, "the releases carry no noise (noise multiplier 0): no finite epsilon exists")
         return out
     k = int(binom.ppf(1 - delta / 2, steps * rays_per_step, 1 / training_pixels))
     acc = RDPAccountant()
@@ -76,4 +80,14 @@ def per_pixel_privacy(noise_multiplier: float, rays_per_step: int, training_pixe
     hidden.history = [(noise_multiplier, min(q, 1.0), steps)]
     out.update(releases_bound=k, expected_releases=steps * q, epsilon=eps,
                epsilon_if_sampling_hidden=float(hidden.get_epsilon(delta)))
+    for key in ("epsilon", "epsilon_if_sampling_hidden"):
+        if not math.isfinite(out[key]):
+            _null(out, key, f"the accountant's bound is not finite ({out[key]}) at noise multiplier "
+                            f"{noise_multiplier:g} over {k} releases: the noise is too small for any guarantee")
     return out
+
+
+def _null(report: Dict[str, object], key: str, reason: str) -> None:
+    """An epsilon that is not a finite number is reported as JSON null with the reason (never Infinity/NaN)."""
+    report[key] = None
+    report[f"{key}_reason"] = reason

@@ -86,6 +86,14 @@ def split_trainer(method_name: str, model: SplitNerfModelConfig, pipeline_cls: t
     )
 
 
+def remote_trainer(method_name: str, model: SplitNerfModelConfig) -> TrainerConfig:
+    """A two-process method. Its default address is set after the config is built, so that the client's checks
+    (token file, TLS; transport/client.py check_remote) run on the command line's values, when tyro builds it."""
+    config = split_trainer(method_name, model)
+    config.pipeline.model.server_address = "127.0.0.1:50051"
+    return config
+
+
 def paper_defense(**overrides) -> DefenseConfig:
     """The paper's headline S²NeRF setting: c = 1.2, r = 1e-4."""
     return DefenseConfig(**{"kind": "s2nerf", "noise_scale": 1.2, "decay_ratio": 1e-4, **overrides})
@@ -128,11 +136,9 @@ METHODS: Dict[str, Tuple[Callable[[], TrainerConfig], str]] = {
                                           SceneAidedAttackPipelineConfig, ssma_pipeline()),
                     "Scene-aided surrogate model attack (one leaked photo) against S²NeRF training."),
     # Two processes (README, "Two machines"): the server part runs in `s2nerf-server` at --pipeline.model.server-address.
-    "splitnerf-remote": (lambda: split_trainer("splitnerf-remote", SplitNerfModelConfig(
-                             server_address="127.0.0.1:50051")),
+    "splitnerf-remote": (lambda: remote_trainer("splitnerf-remote", SplitNerfModelConfig()),
                          "SplitNeRF with the server part in a separate s2nerf-server process (gRPC), undefended."),
-    "s2nerf-remote": (lambda: split_trainer("s2nerf-remote", SplitNerfModelConfig(
-                          defense=paper_defense(), server_address="127.0.0.1:50051")),
+    "s2nerf-remote": (lambda: remote_trainer("s2nerf-remote", SplitNerfModelConfig(defense=paper_defense())),
                       "S²NeRF with the server part in a separate s2nerf-server process (gRPC), c=1.2, r=1e-4."),
 }
 

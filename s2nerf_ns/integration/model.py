@@ -32,13 +32,15 @@ from nerfstudio.utils import colormaps, writer
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from s2nerf_ns.defenses import DefenseConfig
-from s2nerf_ns.evaluation.image_metrics import build_lpips, psnr, ssim
+from s2nerf_ns.defenses.state import DefenseCounters
+from s2nerf_ns.errors import InputError
+from s2nerf_ns.evaluation.image_metrics import build_lpips, lpips_score, psnr, ssim
 from s2nerf_ns.protocol.channel import GradientChannel
 from s2nerf_ns.protocol.client import ClientHead
 from s2nerf_ns.protocol.cut import check_cut_depth
 from s2nerf_ns.protocol.rendering import VolumeRenderer, samples_from_bins
 from s2nerf_ns.protocol.server import ServerField, ServerSide
-from s2nerf_ns.transport.client import RemoteOptions, RemoteServerSide, remote_arch
+from s2nerf_ns.transport.client import RemoteOptions, RemoteServerSide, check_remote, remote_arch
 
 RAY_INDICES_KEY = "ray_indices"
 """Key under which the pipeline attaches the batch's (camera, row, column) indices to the ray bundle."""
@@ -127,14 +129,23 @@ class SplitNerfModelConfig(ModelConfig):
     eval_num_rays_per_chunk: int = 4096
 
     def __post_init__(self) -> None:
+        """Refuse a value that cannot work, in one line naming the flag as typed (``--pipeline.model.<name>``)."""
         check_cut_depth(self.cut_depth, self.num_density_layers)
         for name in ("hidden_dim", "num_samples", "num_levels", "features_per_level", "num_color_layers"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.num_color_layers < 1 or not 1 <= self.sh_levels <= 4:
-            raise ValueError("num_color_layers must be >= 1 and sh_levels in 1..4")
+                raise InputError(f"{model_flag(name)} {getattr(self, name)}: must be a positive number")
+        if not 1 <= self.sh_levels <= 4:
+            raise InputError(f"{model_flag('sh_levels')} {self.sh_levels}: must be 1, 2, 3 or 4")
         if self.near_plane < 0 or self.far_plane <= self.near_plane:
-            raise ValueError(f"need 0 <= near_plane < far_plane, got {self.near_plane}, {self.far_plane}")
+            raise InputError(f"{model_flag('near_plane')} {self.near_plane} and {model_flag('far_plane')} "
+                             f"{self.far_plane}: need 0 <= near plane < far plane")
+        if self.server_address:  # two processes: address, token file, sampler and TLS (transport/client.py)
+            check_remote(self.server_address, self.server_token_file, self.sampler, self.remote)
+
+
+def model_flag(name: str) -> str:
+    """The ns-train flag of a model field, as typed: ``hidden_dim`` -> ``--pipeline.model.hidden-dim``."""
+    return "--pipeline.model." + name.replace("_", "-")
 
 
 class SplitNerfModel(Model):
@@ -180,6 +191,7 @@ class SplitNerfModel(Model):
         seed = 42 if cfg.run_seed is None else cfg.run_seed  # nerfstudio's default --machine.seed
         defense = cfg.defense.setup(seed=seed, schedule_steps=cfg.run_steps)
         self.channel = GradientChannel(defense, record=cfg.record_transcript)
+        self.defense_counters = DefenseCounters(defense)  # state dict: checkpoints keep the accountant's counters
         # ------------------------------------------------------------------ CLIENT
         self.client_head = ClientHead(**self.client_architecture())
         self.renderer = VolumeRenderer(background_color=cfg.background_color)
@@ -240,7 +252,7 @@ class SplitNerfModel(Model):
             base_dir = getattr(trainer, "base_dir", None)
             if report is not None and base_dir is not None:
                 Path(base_dir).mkdir(parents=True, exist_ok=True)
-                (Path(base_dir) / "privacy.json").write_text(json.dumps(report, indent=2))
+                (Path(base_dir) / "privacy.json").write_text(json.dumps(report, indent=2, allow_nan=False))
 
         callbacks = [
             TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], set_step, update_every_num_iters=1),
@@ -349,9 +361,8 @@ class SplitNerfModel(Model):
     def image_metrics(self, rgb: Tensor, image: Tensor, prefix: str = "") -> Dict[str, float]:
         """PSNR, SSIM and (when available) LPIPS of an [H, W, 3] render against the ground truth."""
         out = {f"{prefix}psnr": psnr(rgb, image), f"{prefix}ssim": ssim(rgb, image)}
-        if self.lpips is not None:
-            a, b = (torch.moveaxis(t, -1, 0)[None].clamp(0, 1) for t in (image, rgb))
-            out[f"{prefix}lpips"] = float(self.lpips.to(a.device)(b, a))
+        if (lpips := lpips_score(self.lpips, rgb, image)) is not None:  # None: no weights, or images under 31 px
+            out[f"{prefix}lpips"] = lpips
         return out
 
     def get_image_metrics_and_images(
@@ -367,8 +378,9 @@ class SplitNerfModel(Model):
             "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
         }
         privacy = self.channel.defense.privacy() if self.config.split else None
-        if privacy is not None:  # residual-noise: the per-pixel guarantee so far (opacus RDP)
-            metrics["dp_epsilon"] = float(privacy["epsilon"])
+        if privacy is not None:  # residual-noise: the per-pixel guarantee so far (opacus RDP); no key if null
+            if privacy["epsilon"] is not None:
+                metrics["dp_epsilon"] = float(privacy["epsilon"])
             metrics["dp_delta"] = float(privacy["delta"])
         for hook in self.eval_image_hooks:
             extra_metrics, extra_images = hook(outputs, image)

@@ -6,6 +6,8 @@ from typing import List
 
 from torch import nn
 
+from s2nerf_ns.errors import InputError
+
 
 def linear_stack(dims: List[int], final_activation: bool, bias: bool = False) -> nn.Sequential:
     """Linear layers ``dims[0] -> dims[1] -> ...`` with ReLU between them (and after the last if asked)."""
@@ -20,11 +22,12 @@ def linear_stack(dims: List[int], final_activation: bool, bias: bool = False) ->
 def check_cut_depth(cut_depth: int, num_density_layers: int) -> None:
     """The server keeps the first ``cut_depth`` layers; the client must keep at least the last one."""
     if num_density_layers < 1:
-        raise ValueError(f"num_density_layers must be >= 1, got {num_density_layers}")
+        raise InputError(f"--pipeline.model.num-density-layers {num_density_layers}: must be >= 1")
     if not 0 <= cut_depth <= num_density_layers - 1:
-        raise ValueError(
-            f"cut_depth={cut_depth} is impossible: the density MLP has {num_density_layers} layer(s) and the "
-            f"client must keep at least the last one, so 0 <= cut_depth <= {num_density_layers - 1}."
+        raise InputError(
+            f"--pipeline.model.cut-depth {cut_depth} is impossible: the density MLP has {num_density_layers} "
+            f"layer(s) (--pipeline.model.num-density-layers) and the client must keep at least the last one, so "
+            f"0 <= --pipeline.model.cut-depth <= {num_density_layers - 1}"
         )
 
 
