@@ -66,3 +66,6 @@ def test_a_budget_that_cannot_hold_one_ray_is_one_line(tmp_path):
     config.pipeline.server_view_max_mb = 0.001
     with pytest.raises(InputError, match="--pipeline.server-view-max-mb"):
         config.pipeline.server_view_rays(1000)
+    with pytest.raises(InputError, match="needs .* MiB"):  # the split trainer checks it before writing anything
+        type(config)(**{f: getattr(config, f) for f in ("pipeline", "max_num_iterations", "output_dir", "machine")},
+                     method_name=config.method_name)

@@ -44,7 +44,7 @@ class SplitPipelineConfig(VanillaPipelineConfig):
         if kept < 1:
             need = -(-steps // self.server_view_every) * bytes_per_ray(model.num_samples, dim) / 2**20
             raise InputError(f"--pipeline.server-view-max-mb {self.server_view_max_mb:g}: too small to keep even one ray "
-                             f"per recorded step of {steps} steps (needs {need:.1f}); raise it or "
+                             f"per recorded step of {steps} steps (needs {need:.1f} MiB); raise it or "
                              "--pipeline.server-view-every")
         return kept
 

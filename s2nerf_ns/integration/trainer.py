@@ -46,6 +46,8 @@ class SplitTrainerConfig(TrainerConfig):
         if Path(self.output_dir) != Path("outputs"):  # not nerfstudio's default: presets are built at import time
             check_output_dir(self.output_dir)
         resume.check_resume(self)
+        if getattr(self.pipeline, "record_server_view", False):  # the record's budget holds a ray per step
+            self.pipeline.server_view_rays(self.max_num_iterations)
         datamanager = self.pipeline.datamanager
         dataparser = getattr(datamanager, "dataparser", None)
         # ns-train's --data, then the datamanager's, then the dataparser's own (nerfstudio's precedence)
