@@ -42,7 +42,7 @@ def test_eval_reports_floor_embedding_leakage_share_and_private(ssma_run):
     # definitions: leakage = best attack - best floor; gradient share = gradient attack - embedding attack
     for k in ("cmpsnr", "nmi", "private_cmpsnr"):
         floor = max(metrics[f"floor_constant_{k}"], metrics[f"floor_surrogate_{k}"])
-        best = max(metrics[f"attack_{k}"], metrics[f"embedding_attack_{k}"])
+        best = max(metrics[f"{a}_{k}"] for a in ("attack", "embedding_attack", "shading_attack", "inversion_attack"))
         assert metrics[f"leakage_{k}"] == pytest.approx(best - floor)
         assert metrics[f"gradient_share_{k}"] == pytest.approx(metrics[f"attack_{k}"] - metrics[f"embedding_attack_{k}"])
     # the constant floor needs no map and knows nothing: NMI exactly 1
@@ -54,8 +54,8 @@ def test_eval_reports_floor_embedding_leakage_share_and_private(ssma_run):
     for key in ("dummy_attack_cmpsnr", "dummy_floor_cmpsnr", "dummy_leakage_cmpsnr", "dummy_leakage_private_cmpsnr",
                 "dummy_floor_surrogate_psnr", "dummy_floor_constant_psnr"):
         assert math.isfinite(dummies[key]), key
-    assert set(summary["colour_maps"]) == {"attack", "floor_surrogate", "embedding_attack", "dummy",
-                                           "dummy_floor_surrogate"}
+    assert set(summary["colour_maps"]) == {"attack", "floor_surrogate", "embedding_attack", "shading_attack",
+                                           "inversion_attack", "dummy", "dummy_floor_surrogate"}
 
 
 def test_floor_and_embedding_attack_are_in_the_checkpoint(ssma_run):

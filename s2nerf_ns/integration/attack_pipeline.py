@@ -9,12 +9,20 @@ Next to the attacker, fed the very same :class:`ServerView` of every step, the e
 * the **floor** (knows nothing of the scene): the best constant image, and the same surrogate trained with
   ``lambda_g = 0`` (no gradient information, no labels), rendered as ``floor_rgb``;
 * the **embedding attack** (gradient-free): a PCA of the server's own ``h`` composited along rays,
-  rendered as ``embedding_rgb``.
+  rendered as ``embedding_rgb``;
+* the **geometry attacks** (:mod:`s2nerf_ns.attacks.geometry`): the density read-out's depth (``readout_depth``),
+  the SMA surrogate's depth (``surrogate_depth``), the shading attack (``shading_rgb``, a colourless picture of
+  the read-out's geometry) and the learned inversion (``inversion_rgb``, a network trained on the other built-in
+  rooms that turns the read-out's depth into a grayscale view), the last two scored like the colour renders
+  (:mod:`s2nerf_ns.integration.geometry_attacks`). Their depth is scored against the ground-truth depth
+  (``geometry_*``, :mod:`s2nerf_ns.evaluation.geometry`), over a floor of the best constant depth, the
+  gradient-free surrogate's depth (``floor_depth``) and the scene box's far side (where the rays end).
 
 Every render is scored with :func:`~s2nerf_ns.evaluation.leakage.score_image` under one colour map per
 render, fitted once per scene on a few training views (stored in the checkpoint so ``ns-eval`` uses the same
 map), and on the private-item masks where the dataparser has them. ``leakage_*`` = best attack minus the
-floor; ``gradient_share_*`` = the gradient attack minus the embedding attack.
+floor (best of the gradient, embedding, shading and inversion attacks); ``gradient_share_*`` = the gradient attack minus
+the embedding attack; ``geometry_leakage_*`` = the floor's depth error minus the best geometry attack's.
 """
 
 from __future__ import annotations
@@ -37,13 +45,16 @@ from torch.cuda.amp.grad_scaler import GradScaler
 
 from s2nerf_ns.attacks.embedding import EmbeddingAttack
 from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig, SurrogateAttacker
+from s2nerf_ns.evaluation import geometry as geo
 from s2nerf_ns.evaluation.figures import save_image_grid
 from s2nerf_ns.evaluation.leakage import ColourMap, best_of, floor_scores, leakage, leakage_metrics, score_image
+from s2nerf_ns.integration.geometry_attacks import GEOMETRY_ATTACKS, GEOMETRY_FLOORS, GeometryAttacks
 from s2nerf_ns.integration.split_pipeline import SplitPipeline, SplitPipelineConfig
 from s2nerf_ns.protocol.channel import ServerView
 
-RENDERS: Dict[str, str] = {"attack": "attack_rgb", "floor_surrogate": "floor_rgb", "embedding_attack": "embedding_rgb"}
-"""Metric prefix -> server render scored under it."""
+RENDERS: Dict[str, str] = {"attack": "attack_rgb", "floor_surrogate": "floor_rgb", "embedding_attack": "embedding_rgb",
+                           "shading_attack": "shading_rgb", "inversion_attack": "inversion_rgb"}
+"""Metric prefix -> server render scored under it (``inversion_rgb`` is made per image from ``readout_depth``)."""
 DUMMY_MAPS = ("dummy", "dummy_floor_surrogate")
 """Colour maps of the dummy images (the attacker's, and the lambda_g = 0 surrogate's)."""
 MAP_NAMES = tuple(RENDERS) + DUMMY_MAPS
@@ -51,6 +62,8 @@ SCORE_KEYS = ("psnr", "ssim", "nmi", "raw_lum_ssim", "cmpsnr", "cm_lum_ssim", "c
               "upper_lum_ssim")
 """The leakage scores (higher = more leaked) compared across attacks and floors."""
 PRIVATE_KEYS = tuple(f"private_{k}" for k in SCORE_KEYS if k != "upper_lum_ssim")
+COLOUR_ATTACKS = ("attack", "embedding_attack", "shading_attack", "inversion_attack")
+"""The attacks whose best defines ``leakage_*``."""
 
 
 def load_masks(dataset) -> Optional[List[Path]]:
@@ -134,9 +147,15 @@ class AttackPipelineConfig(SplitPipelineConfig):
     """Training views on which each render's (and the dummies') scene colour map is fitted."""
     embedding_reservoir: int = 16384
     """Per-sample embeddings kept for the embedding attack's PCA."""
+    inversion: bool = True
+    """Run the learned inversion attack (trained on the other built-in rooms; only with ``s2nerf-rooms``)."""
+    inversion_steps: int = 400
+    """Training steps of the inversion network (at the end of training, or at the first ns-eval)."""
+    inversion_seconds: float = 120.0
+    """Wall-time bound of the inversion network's training."""
 
 
-class AttackPipeline(SplitPipeline):
+class AttackPipeline(GeometryAttacks, SplitPipeline):
     """SplitPipeline + attacker + floor + embedding attack + their scoring. The attackers are built without
     references to the client or images."""
 
@@ -171,6 +190,7 @@ class AttackPipeline(SplitPipeline):
         model.register_server_render("attack_rgb", lambda *rays: self.surrogate.render(*rays))
         model.register_server_render("floor_rgb", lambda *rays: self.floor_attacker.render(*rays))
         model.register_server_render("embedding_rgb", lambda h, *rest: self.embedding_attack.render(h))
+        self.setup_geometry_attacks(embed_dim, attacker_args["head_kwargs"])
         model.register_eval_image_hook(self.score_attack_image)
         self._received: List[ServerView] = []
         model.channel.add_observer(self._received.append)  # what the server keeps of each step
@@ -219,17 +239,20 @@ class AttackPipeline(SplitPipeline):
         for i in self.colour_map_view_indices():
             camera = dataset.cameras[i : i + 1].to(self.device)
             outputs = self.model.get_outputs_for_camera(camera)
+            self.add_image_attacks(outputs, camera.to("cpu"))
             gt = dataset.get_image_float32(i)[..., :3]
             gts.append(gt)
             for prefix, key in RENDERS.items():
-                preds[prefix].append(outputs[key].cpu())
+                if key in outputs:  # (no inversion without public rooms)
+                    preds[prefix].append(outputs[key].cpu())
             h, w = gt.shape[:2]
             preds["dummy"].append(self.surrogate.dummy[i, :h, :w].detach().cpu())
             preds["dummy_floor_surrogate"].append(self.floor_attacker.dummy[i, :h, :w].detach().cpu())
         if was_training:
             self.train()
         for j, name in enumerate(MAP_NAMES):
-            self.colour_maps[j] = ColourMap.fit(preds[name], gts).coef.to(self.colour_maps)
+            fitted = ColourMap.fit(preds[name], gts) if preds[name] else ColourMap.identity()
+            self.colour_maps[j] = fitted.coef.to(self.colour_maps)
         self.colour_maps_fitted.fill_(1)
         self._attackers_changed = False
 
@@ -248,8 +271,12 @@ class AttackPipeline(SplitPipeline):
         mask = None
         if self._eval_image_idx is not None:
             mask = self.private_mask("eval", self._eval_image_idx, image.shape[0], image.shape[1])
+            index = self._eval_image_idx
+            self.add_image_attacks(outputs, self.datamanager.eval_dataset.cameras[index : index + 1])
         private: Dict[str, float] = {}
         for prefix, key in RENDERS.items():
+            if key not in outputs:  # the inversion: only on tracked eval views, with public rooms
+                continue
             scores = score_image(outputs[key], image, self.colour_map(prefix), mask, f"{prefix}_")
             metrics.update({k: v for k, v in scores.items() if not k.startswith(f"{prefix}_private_")})
             private.update({k: v for k, v in scores.items() if k.startswith(f"{prefix}_private_")})
@@ -257,10 +284,17 @@ class AttackPipeline(SplitPipeline):
         scores = floor_scores(image, ident, mask, "floor_constant_")
         metrics.update({k: v for k, v in scores.items() if not k.startswith("floor_constant_private_")})
         private.update({k: v for k, v in scores.items() if k.startswith("floor_constant_private_")})
+        images = {}
+        if self._eval_image_idx is not None:
+            geometry, images["geometry"] = self.score_geometry(outputs, self._eval_image_idx, mask)
+            metrics.update({k: v for k, v in geometry.items() if "_private_" not in k})
+            private.update({k: v for k, v in geometry.items() if "_private_" in k})
         if mask is not None:
             self._private_rows.append(private)
-        grid = torch.cat([image, outputs["rgb"], attack, outputs["floor_rgb"], outputs["embedding_rgb"]], dim=1)
-        return metrics, {"attack": grid}
+        images["attack"] = torch.cat([image, outputs["rgb"], attack, outputs["floor_rgb"], outputs["embedding_rgb"],
+                                      outputs["shading_rgb"]] + [outputs[k] for k in ("inversion_rgb",) if k in outputs],
+                                     dim=1)
+        return metrics, images
 
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
                                        get_std: bool = False):
@@ -273,7 +307,9 @@ class AttackPipeline(SplitPipeline):
         private = aggregate(self._private_rows)
         metrics.update(private)
         metrics["private_num_views"] = float(len(self._private_rows))
-        metrics.update(derived_leakage(metrics, ("attack", "embedding_attack")))
+        metrics.update(derived_leakage(metrics, COLOUR_ATTACKS))
+        metrics.update(geo.geometry_leakage(metrics, GEOMETRY_ATTACKS, GEOMETRY_FLOORS))
+        metrics.update(self.readout_stats())
         return metrics
 
     # ------------------------------------------------------------------------------------------ training
@@ -293,6 +329,7 @@ class AttackPipeline(SplitPipeline):
         for view in self._received:
             self.floor_attacker.observe(view)
             self.embedding_attack.observe_view(view)
+            self.geometry.observe(view)
         self._received.clear()
         if cuda:
             torch.cuda.synchronize()
@@ -333,6 +370,8 @@ class AttackPipeline(SplitPipeline):
             "colour_maps": {name: self.colour_map(name).to_list() for name in MAP_NAMES},  # type: ignore[union-attr]
             "colour_map_views": self.colour_map_view_indices(),
             "eval_metrics": eval_metrics,
+            "geometry_reference": self._geometry_reference,
+            "inversion_public_rooms": self.inversion.public_rooms,  # trained on these; never the victim's room
             "dummy_metrics": self.score_dummies(folder),
         }
         (folder / "attack_summary.json").write_text(json.dumps(summary, indent=2))
@@ -347,6 +386,7 @@ class AttackPipeline(SplitPipeline):
         n = len(dataset)
         chosen = np.linspace(0, n - 1, min(self.config.num_dummies_saved, n)).round().astype(int)
         rows, scores, private = [], [], []
+        self.last_dummy_rows: List[Dict[str, float]] = []  # per image, for benchmarks' confidence intervals
         ident = ColourMap.identity()
         for idx in chosen:
             gt = dataset.get_image_float32(int(idx))[..., :3]
@@ -359,6 +399,7 @@ class AttackPipeline(SplitPipeline):
             s.update(score_image(floor_dummy, gt, self.colour_map("dummy_floor_surrogate"), mask,
                                  "dummy_floor_surrogate_"))
             s.update(floor_scores(gt, ident, mask, "dummy_floor_constant_"))
+            self.last_dummy_rows.append({"image": int(idx), **{k: float(v) for k, v in s.items()}})
             scores.append({k: v for k, v in s.items() if "_private_" not in k})
             if mask is not None:
                 private.append({k: v for k, v in s.items() if "_private_" in k})

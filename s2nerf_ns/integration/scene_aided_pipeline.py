@@ -23,6 +23,7 @@ from s2nerf_ns.attacks.pose_search import PoseSearchConfig, attack_search_config
 from s2nerf_ns.attacks.scene_aided import LeakBatch, SceneAidedAttacker
 from s2nerf_ns.data.leaked_views import LeakedViewsDataParserConfig
 from s2nerf_ns.errors import data_setup
+from s2nerf_ns.evaluation import geometry as geo
 from s2nerf_ns.integration.attack_pipeline import AttackPipeline, AttackPipelineConfig
 
 
@@ -110,13 +111,22 @@ class SceneAidedAttackPipeline(AttackPipeline):
 
     @torch.no_grad()
     def render_first_eval_view(self) -> Dict[str, Tensor]:
-        """Ground truth, victim and attacker renders of the first eval view (for picture grids)."""
+        """Ground truth, victim and attacker renders of the first eval view (for picture grids), with the geometry
+        attacks' (read-out depth, shading, inversion) and, on the built-in rooms, the ground-truth depth."""
         self.eval()
         camera, batch = next(iter(self.datamanager.fixed_indices_eval_dataloader))
         outputs = self.model.get_outputs_for_camera(camera)
+        self.add_image_attacks(outputs, camera.to("cpu"))
         self.train()
-        return {"gt": batch["image"][..., :3].cpu(), **{k: outputs[k].cpu() for k in
-                                                         ("rgb", "attack_rgb", "floor_rgb", "embedding_rgb")}}
+        keys = ("rgb", "attack_rgb", "floor_rgb", "embedding_rgb", "shading_rgb", "inversion_rgb", "readout_depth",
+                "depth")
+        out = {"gt": batch["image"][..., :3].cpu(), **{k: outputs[k].cpu() for k in keys if k in outputs}}
+        index = int(batch["image_idx"])
+        depth = geo.reference_depth(self.datamanager.eval_dataset._dataparser_outputs.metadata, index,
+                                    *out["gt"].shape[:2])
+        if depth is not None:
+            out["gt_depth"] = depth  # z-depth; readout_depth and depth are distances along the rays
+        return out
 
     # ------------------------------------------------------------------ phases
     def run_attacker(self, step: int) -> None:
