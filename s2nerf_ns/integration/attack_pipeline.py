@@ -62,6 +62,10 @@ SCORE_KEYS = ("psnr", "ssim", "nmi", "raw_lum_ssim", "cmpsnr", "cm_lum_ssim", "c
               "upper_lum_ssim")
 """The leakage scores (higher = more leaked) compared across attacks and floors."""
 PRIVATE_KEYS = tuple(f"private_{k}" for k in SCORE_KEYS if k != "upper_lum_ssim")
+GRID_PANELS: Dict[str, str] = {"gt": "ground truth", "rgb": "victim", "attack_rgb": "gradient attack",
+                               "floor_rgb": "floor surrogate", "embedding_rgb": "embedding attack",
+                               "shading_rgb": "shading attack", "inversion_rgb": "inversion attack"}
+"""Panels of each eval view's ``attack`` image, left to right (render key -> label; absent renders are skipped)."""
 COLOUR_ATTACKS = ("attack", "embedding_attack", "shading_attack", "inversion_attack")
 """The attacks whose best defines ``leakage_*``."""
 
@@ -291,9 +295,8 @@ class AttackPipeline(GeometryAttacks, SplitPipeline):
             private.update({k: v for k, v in geometry.items() if "_private_" in k})
         if mask is not None:
             self._private_rows.append(private)
-        images["attack"] = torch.cat([image, outputs["rgb"], attack, outputs["floor_rgb"], outputs["embedding_rgb"],
-                                      outputs["shading_rgb"]] + [outputs[k] for k in ("inversion_rgb",) if k in outputs],
-                                     dim=1)
+        panels = {"gt": image, **outputs}
+        images["attack"] = torch.cat([panels[k] for k in GRID_PANELS if k in panels], dim=1)
         return metrics, images
 
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
