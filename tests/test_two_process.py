@@ -169,7 +169,8 @@ def test_two_processes_equal_one_process_and_the_wire_equals_the_transcript(serv
     for r in received:
         assert set(r["tensors"]) <= declared[r["method"]], r
     hello = next(r for r in received if r["method"] == "Hello")
-    assert set(hello["meta_keys"]) == {"protocol", "arch", "head", "num_images", "run_steps", "background_color"}
+    assert set(hello["meta_keys"]) == {"protocol", "arch", "head", "num_images", "run_steps", "background_color",
+                                       "defense"}
     step19 = [r for r in received if r.get("step") == 19]
     arrived = {n: t["payload_bytes"] for r in step19 for n, t in r["tensors"].items()}
     sent = {c.name: c.nbytes for c in transcript.for_step(19) if c.direction == CLIENT_TO_SERVER}
@@ -367,10 +368,12 @@ def test_the_server_process_holds_no_client_side_code():
     assert not {m for m in loaded if m.startswith(forbidden)}, loaded
     from test_structure import PACKAGE, imports_of
 
-    ours = {m for m in imports_of(PACKAGE / "transport" / "server.py") if m.startswith("s2nerf_ns")}
     allowed = ("s2nerf_ns.protocol.server", "s2nerf_ns.transport.wire", "s2nerf_ns.attacks.surrogate",
-               "s2nerf_ns.protocol.channel")
-    assert all(m.startswith(allowed) for m in ours), ours
+               "s2nerf_ns.protocol.channel", "s2nerf_ns.protocol.view_recorder", "s2nerf_ns.transport.session",
+               "s2nerf_ns.transport.server_record")
+    for module in ("server.py", "session.py", "server_record.py"):  # the server process's own modules
+        ours = {m for m in imports_of(PACKAGE / "transport" / module) if m.startswith("s2nerf_ns")}
+        assert all(m.startswith(allowed) for m in ours), (module, ours)
     cli = {m for m in imports_of(PACKAGE / "transport" / "server_cli.py") if m.startswith("s2nerf_ns")}
     assert all(m.startswith(("s2nerf_ns.transport.server", "s2nerf_ns.transport.certs", "s2nerf_ns.errors"))
                for m in cli), cli

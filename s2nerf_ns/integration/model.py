@@ -201,7 +201,7 @@ class SplitNerfModel(Model):
         self.step = 0
         if cfg.server_address:
             self.server.hello(self.client_architecture(), num_images=self.num_train_data, run_steps=cfg.run_steps,
-                              background_color=cfg.background_color)
+                              background_color=cfg.background_color, defense=defense.public())  # public knowledge
         self._client_h: Optional[Tensor] = None  # residual-noise: the client's copy of h of this training step
         # ------------------------------------------------------------------ hooks for pipelines
         self.server_renders: Dict[str, ServerRender] = {}

@@ -1,6 +1,7 @@
 """``s2nerf-wire-bench``: what the two-process wire costs, per wire option, on a tiny run over loopback.
 
-For each option (float32, float16, sparse, sparse + float16) it starts an ``s2nerf-server`` on 127.0.0.1,
+For each option (float32, float16, sparse, sparse + float16, sparse + int8 with and without error feedback) it
+starts an ``s2nerf-server`` on 127.0.0.1,
 trains ``splitnerf-remote`` against it with nerfstudio's Trainer, evaluates the held-out views, and
 reports bytes per step on the wire, the measured loopback step time, and the step time projected at
 100 Mb/s, 1 Gb/s and 10 Gb/s: measured loopback step + wire bytes x 8 / bandwidth (latency left out). The
@@ -24,7 +25,9 @@ import numpy as np
 
 BANDWIDTHS = {"100 Mb/s": 100e6, "1 Gb/s": 1e9, "10 Gb/s": 10e9}
 OPTIONS = {"float32": {}, "float16": {"half": True}, "sparse": {"sparse": True},
-           "sparse + float16": {"sparse": True, "half": True}}
+           "sparse + float16": {"sparse": True, "half": True},
+           "sparse + int8": {"sparse": True, "int8": True, "error_feedback": False},
+           "sparse + int8 + EF": {"sparse": True, "int8": True, "error_feedback": True}}
 
 
 def _free_port() -> int:
@@ -53,15 +56,16 @@ def launch_server(run_dir: Path, token_file: Path, steps: int, timeout: float = 
     raise TimeoutError(f"s2nerf-server did not start at {address} within {timeout:.0f} s")
 
 
-def run_option(name: str, options: Dict[str, bool], work: Path, steps: int, rays: int) -> Dict[str, float]:
+def run_option(name: str, options: Dict[str, bool], work: Path, steps: int, rays: int, resolution: int = 24,
+               samples: int = 16) -> Dict[str, float]:
     from s2nerf_ns.bench.common import Preset, sized_config
     from s2nerf_ns.integration.methods import method_config
     from s2nerf_ns.transport.client import RemoteOptions
 
     token = work / "token"
     token.write_text("bench-token")
-    preset = Preset(resolution=24, spp=2, num_views=16, steps=steps, rays=rays, num_samples=16, num_levels=4,
-                    max_res=64, log2_hashmap_size=12, post_training_steps=0, replay_steps=0)
+    preset = Preset(resolution=resolution, spp=2, num_views=16, steps=steps, rays=rays, num_samples=samples,
+                    num_levels=4, max_res=64, log2_hashmap_size=12, post_training_steps=0, replay_steps=0)
     slug = name.replace(" + ", "-")
     proc = launch_server(work / f"server-{slug}", token, steps)
     try:
@@ -83,9 +87,11 @@ def run_option(name: str, options: Dict[str, bool], work: Path, steps: int, rays
         metrics = trainer.pipeline.get_average_eval_image_metrics()
         logs = server.wire_log[-min(len(server.wire_log), 50):]
         transcript = trainer.pipeline.model.channel.transcript.bytes_per_step()
-        h_dense = transcript["server->client h"]
-        zero_fraction = float(np.mean([1 - (log["received"]["h"] - h_dense / 32) / h_dense for log in logs])) \
-            if options.get("sparse") and not options.get("half") else float("nan")
+        numel = transcript["server->client h"] / 4  # h's values (the transcript counts float32)
+        value = 1 if options.get("int8") else 2 if options.get("half") else 4
+        overhead = (numel + 7) // 8 + (4 * rays if options.get("int8") else 0)  # bitmask, per-ray scales
+        zero_fraction = float(np.mean([1 - (log["received"]["h"] - overhead) / value / numel for log in logs])) \
+            if options.get("sparse") else float("nan")
         return {"psnr": float(metrics["psnr"]), "step_s": seconds,
                 "rpc_s": float(np.mean([log["seconds"] for log in logs])),
                 "wire_bytes": float(np.mean([log["sent_total"] + log["received_total"] for log in logs])),
@@ -101,17 +107,18 @@ def reference_bytes(option: Dict[str, bool], zero_fraction: float, rays: int = 1
                     width: int = 64) -> float:
     """Payload bytes per step at the reference size (rays and indices raw; h and its gradient per option)."""
     n = rays * samples * width
-    value = 2 if option.get("half") else 4
+    value = 1 if option.get("int8") else 2 if option.get("half") else 4
     rays_bytes = rays * (3 * 4 + 3 * 4 + 3 * 8) + rays * (samples + 1) * 4
     if option.get("sparse"):
         kept = n * (1 - zero_fraction)
-        return rays_bytes + (n + 7) // 8 + 2 * kept * value
+        scales = 2 * 4 * rays if option.get("int8") else 0  # a float32 scale per ray, for h and for the gradient
+        return rays_bytes + (n + 7) // 8 + 2 * kept * value + scales
     return rays_bytes + 2 * n * value
 
 
 def table(results: Dict[str, Dict[str, float]], zero_fraction: float) -> str:
     base = results["float32"]["psnr"]
-    head = ["wire", "victim PSNR (dB)", "PSNR cost", "bytes/step (tiny)", "loopback step (ms, median)"]
+    head = ["wire", "victim PSNR (dB)", "PSNR cost", "bytes/step (this run)", "loopback step (ms, median)"]
     head += [f"at {k} (ms)" for k in BANDWIDTHS] + ["bytes/step (reference size)"]
     head += [f"reference at {k} (ms, transfer only)" for k in BANDWIDTHS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -129,22 +136,27 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="s2nerf-wire-bench", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rays", type=int, default=256)
+    parser.add_argument("--resolution", type=int, default=24, help="image size of the office room (pixels)")
+    parser.add_argument("--samples", type=int, default=16, help="samples per ray")
     parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
     parser.add_argument("--out", type=Path, help="write the markdown table (and a .json next to it)")
     args = parser.parse_args(argv)
     results: Dict[str, Dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ["float32"] + [o for o in args.options if o != "float32"]:
-            results[name] = run_option(name, OPTIONS[name], Path(tmp), args.steps, args.rays)
+            results[name] = run_option(name, OPTIONS[name], Path(tmp), args.steps, args.rays, args.resolution,
+                                       args.samples)
             print(name, json.dumps(results[name]), flush=True)
     zero = next((r["zero_fraction"] for r in results.values() if np.isfinite(r["zero_fraction"])), 0.5)
-    text = (f"{args.steps} steps, {args.rays} rays x 16 samples, h 64 wide, office 24 px, loopback, CPU; "
+    text = (f"{args.steps} steps, {args.rays} rays x {args.samples} samples, h 64 wide, office {args.resolution} px, "
+            "loopback, CPU; "
             f"fraction of zeros in h: {zero:.2f}\n\n" + table(results, zero))
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
         args.out.with_suffix(".json").write_text(json.dumps({"steps": args.steps, "rays": args.rays,
+                                                             "resolution": args.resolution, "samples": args.samples,
                                                              "zero_fraction": zero, "results": results}, indent=2))
 
 

@@ -52,6 +52,13 @@ class RemoteOptions:
     """Send h and the gradient as (scaled) float16 instead of float32."""
     sparse: bool = False
     """Leave out the ReLU zeros of h (bitmask + values); send the gradient only where h is non-zero."""
+    int8: bool = False
+    """On top of sparse (turned on with it): h and the gradient as 8-bit values with a float32 scale per ray."""
+    error_feedback: bool = False
+    """With int8: carry each step's quantisation residual of the (defended) gradient into the next step's
+    gradient (error feedback). Off by default: the gradient is taken at h, whose entries are other rays every
+    step, so the residual lands on another ray's entry and does not cancel (measured: it raises the error of the
+    server's parameter gradient, README "Two machines")."""
     connect_timeout_s: float = 20.0
     """How long to wait for the server at startup."""
     rpc_timeout_s: float = 120.0
@@ -188,7 +195,9 @@ class RemoteServerSide(nn.Module):
         check_remote(address, token_file, str(arch.get("sampler", "uniform")), options)  # as at config time
         self.arch = arch
         self.address, self.options, self.step_fn = address, options, step_fn
-        self.wire = WireOptions(half=options.half, sparse=options.sparse, relu_h=int(arch["cut_depth"]) > 0)
+        self.wire = WireOptions(half=options.half, sparse=options.sparse or options.int8, int8=options.int8,
+                                relu_h=int(arch["cut_depth"]) > 0)
+        self._residual: Optional[Tensor] = None  # int8 + error feedback: the last gradient's quantisation residual
         self.field = _RemoteField(int(arch["num_levels"]) * int(arch["features_per_level"]),
                                   int(arch["hidden_dim"]) if int(arch["cut_depth"]) > 0
                                   else int(arch["num_levels"]) * int(arch["features_per_level"]))
@@ -372,7 +381,7 @@ class RemoteServerSide(nn.Module):
             del self.frames[s]
 
     def _wire_meta(self) -> Dict[str, bool]:
-        return {"half": self.wire.half, "sparse": self.wire.sparse}
+        return {"half": self.wire.half, "sparse": self.wire.sparse, "int8": self.wire.int8}
 
     # ------------------------------------------------------------------ the ServerSide interface
     def forward(self, ray_bundle: RayBundle, ray_indices: Optional[Tensor] = None) -> ServerPass:
@@ -410,10 +419,16 @@ class RemoteServerSide(nn.Module):
         codec = self.wire.codec("grad_h")
         held = sum(len(f) for frames in self.frames.values() for f in frames.values())
         full = held + grad.numel() * 4 >= self.options.replay_buffer_mb * (1 << 20)
+        masks = {"grad_h": self._h_mask.get(step)} if codec == "masked" else None
+        feedback = self.wire.int8 and codec == "masked" and self.options.error_feedback
+        grad = grad.detach().float().cpu()
+        if feedback and self._residual is not None and self._residual.shape == grad.shape:
+            grad = grad + self._residual  # error feedback: last step's residual (of an already defended value)
         frame, sizes = encode("backward", step, meta={"checkpoint": True} if full else None,
-                              tensors={"grad_h": grad.float()}, codecs={"grad_h": codec},
-                              half=self.wire.half, masks={"grad_h": self._h_mask.get(step)} if codec == "masked"
-                              else None)
+                              tensors={"grad_h": grad}, codecs={"grad_h": codec}, half=self.wire.half, masks=masks,
+                              int8=self.wire.int8)
+        if feedback:  # what the server will read, exactly: the residual is what it will not
+            self._residual = (grad - decode(frame, "backward", masks=masks).tensors["grad_h"]) * masks["grad_h"]
         self.frames.setdefault(step, {})["backward"] = frame
         reply, seconds = self._train_call("Backward", step, frame)
         log = next((e for e in reversed(self.wire_log) if e["step"] == step), None)

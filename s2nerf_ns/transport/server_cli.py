@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import socket
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Tuple
+from typing import Dict, Literal, Optional, Tuple
 
 import tyro
 
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.transport.certs import check_server_pair
 
+CLIENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 INSECURE_WARNING = ("s2nerf-server: warning: --insecure: the token and every tensor travel in clear; use it only on "
                     "loopback or a network you trust (TLS: --tls-cert/--tls-key, see s2nerf-server-cert)")
 
@@ -54,15 +56,20 @@ def _writable_folder(flag: str, folder: Path) -> None:
 @dataclass
 class ServerConfig:
     """Serve the server part of a split NeRF (hash grid, first density layers, sampler and their optimizer) to
-    one `ns-train splitnerf-remote` / `s2nerf-remote` client over gRPC (README, "Two machines")."""
+    `ns-train splitnerf-remote` / `s2nerf-remote` clients over gRPC, one (--token-file) or several
+    (--client-tokens), each with its own fields and run folder (README, "Two machines")."""
 
-    token_file: Path
-    """File holding the token shared with the client (out of band); its first line, stripped, is the token."""
+    token_file: Optional[Path] = None
+    """File holding the token shared with the one client (out of band); its first line, stripped, is the token.
+    The client's run folder is --run-dir."""
+    client_tokens: Optional[Path] = None
+    """Several clients: a file with one line per client, NAME TOKEN (NAME: letters, digits, - and _; # comments).
+    Each client has its own fields, optimizer, steps, checkpoint and run folder, <run-dir>/NAME/."""
     listen: str = "127.0.0.1:50051"
     """host:port to serve on (0.0.0.0:PORT for every interface)."""
     run_dir: Path = Path("outputs/s2nerf-server")
-    """Checkpoints, received.jsonl and attack outputs (created at the first applied step); a checkpoint there is
-    resumed."""
+    """Checkpoints, received.jsonl, attack outputs and the record (created at the first applied step); a
+    checkpoint there is resumed. With --client-tokens, one folder per client: <run-dir>/NAME/."""
     tls_cert: Optional[Path] = None
     """PEM certificate of this server (TLS); s2nerf-server-cert makes a self-signed one."""
     tls_key: Optional[Path] = None
@@ -92,6 +99,14 @@ class ServerConfig:
     """Largest message received or sent (MB)."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    record_server_view: bool = False
+    """Keep what each applied step delivered (subsampled ServerViews: rays, bins, h, the gradient received, the
+    defense's public settings from Hello) in the run folder's server_view/, as an in-process run's
+    --pipeline.record-server-view does (read by s2nerf-audit --server-run)."""
+    server_view_max_mb: float = 256.0
+    """--record-server-view: size budget of a run's record in MiB (per client); the rays kept per step follow."""
+    server_view_every: int = 1
+    """--record-server-view: keep every N-th training step."""
 
     def __post_init__(self) -> None:
         split_address("--listen", self.listen)
@@ -120,16 +135,38 @@ class ServerConfig:
         if not self.insecure and (self.tls_cert is None or self.tls_key is None):
             raise InputError("give --tls-cert and --tls-key (s2nerf-server-cert --host HOST --out-dir certs makes a "
                              "pair), or --insecure to serve in clear on a trusted network")
+        if (self.token_file is None) == (self.client_tokens is None):
+            raise InputError("give --token-file (one client) or --client-tokens (several clients), one of them")
+        if not (0 < self.server_view_max_mb < float("inf")):
+            raise InputError(f"--server-view-max-mb {self.server_view_max_mb}: give a positive size in MiB")
+        if self.server_view_every < 1:
+            raise InputError(f"--server-view-every {self.server_view_every}: give at least 1 step")
         _writable_folder("--run-dir", Path(self.run_dir))
 
     def token(self) -> str:
-        try:
-            token = Path(self.token_file).read_text().strip()
-        except OSError as err:
-            raise InputError(f"--token-file {self.token_file}: cannot read it ({err.strerror})") from None
+        """The one client's token (--token-file)."""
+        token = _read("--token-file", self.token_file)
         if not token:
             raise InputError(f"--token-file {self.token_file}: the file is empty (put the shared token in it)")
         return token
+
+    def clients(self) -> Dict[str, str]:
+        """--client-tokens: client name -> token (names and tokens unique)."""
+        flag, out = f"--client-tokens {self.client_tokens}", {}
+        for number, line in enumerate(_read("--client-tokens", self.client_tokens).splitlines(), 1):
+            fields = line.split("#", 1)[0].split()
+            if not fields:
+                continue
+            if len(fields) != 2 or not CLIENT_NAME.fullmatch(fields[0]):
+                raise InputError(f"{flag}: line {number}: give NAME TOKEN (NAME: letters, digits, - and _)")
+            name, token = fields
+            if name in out or token in out.values():
+                raise InputError(f"{flag}: line {number}: client {name!r} or its token is given twice (each client "
+                                 "needs its own name and token)")
+            out[name] = token
+        if not out:
+            raise InputError(f"{flag}: the file names no client (one line per client: NAME TOKEN)")
+        return out
 
     def check_port_free(self) -> None:
         host, port = split_address("--listen", self.listen)
@@ -158,28 +195,40 @@ class ServerConfig:
         return grpc.ssl_server_credentials([(key, cert)])
 
 
+def _read(flag: str, path: Path) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as err:
+        raise InputError(f"{flag} {path}: cannot read it ({err.strerror})") from None
+
+
 def run(config: ServerConfig):
     """Check what needs the file system and the network, then serve (returns the started gRPC server)."""
     import torch
 
     from s2nerf_ns.transport.server import ServerOptions, serve
 
-    token = config.token()
+    token = config.token() if config.token_file is not None else ""
+    clients = config.clients() if config.client_tokens is not None else {}
     credentials = config.credentials()
     config.check_port_free()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     explicit = {"lr": config.lr, "lr_final": config.lr_final, "max_steps": config.lr_max_steps}
-    options = ServerOptions(run_dir=config.run_dir, token=token, seed=config.seed,
+    options = ServerOptions(run_dir=config.run_dir, token=token, clients=clients, seed=config.seed,
                             schedule={k: v for k, v in explicit.items() if v is not None},
                             checkpoint_every=config.checkpoint_every, checkpoint_every_s=config.checkpoint_every_s,
                             attack=config.attack, image_size=tuple(config.image_size) if config.image_size else None,
-                            max_message_bytes=int(config.max_message_mb * (1 << 20)))
+                            max_message_bytes=int(config.max_message_mb * (1 << 20)),
+                            record_server_view=config.record_server_view,
+                            server_view_max_mb=config.server_view_max_mb, server_view_every=config.server_view_every)
     if config.insecure:
         print(INSECURE_WARNING, flush=True)
     server = serve(options, config.listen, credentials)
     mode = "TLS" if credentials is not None else "plaintext"
-    print(f"s2nerf-server: serving on {config.listen} ({mode}), run folder {config.run_dir}", flush=True)
+    served = f"clients {', '.join(clients)}, run folders {config.run_dir}/NAME" if clients else \
+        f"run folder {config.run_dir}"
+    print(f"s2nerf-server: serving on {config.listen} ({mode}), {served}", flush=True)
     return server
 
 

@@ -17,6 +17,11 @@ one buffer, in order:
   gradient of ``h`` is sent only where ``h`` was non-zero; the server backprops through a ReLU, so the entries
   left out would be multiplied by zero anyway).
 
+``sparse`` and ``masked`` values are float32, float16 (``"half": true`` with ``scale``) or 8-bit (``"bits": 8``):
+per row of the tensor's first dimension (per ray) its largest |value| kept as float32, then the row's values
+rounded to ``round(v / row max * L)``, as uint8 with L = 255 when every value is >= 0 (``"unsigned": true``, h
+after its ReLU) and int8 with L = 127 otherwise; decoded as ``q * row max / L``.
+
 Every message is validated before anything is built from it: magic and version, header size, message kind,
 the tensor names and dtypes that kind may carry (:data:`SCHEMA`), shapes, sizes and the total length. A bad
 message raises :class:`WireError`, which the server answers with ``INVALID_ARGUMENT``.
@@ -85,6 +90,8 @@ class WireOptions:
     """float16 (scaled) instead of float32 for h and the gradient."""
     sparse: bool = False
     """Leave out the ReLU zeros of h (bitmask + values) and send the gradient only where h is non-zero."""
+    int8: bool = False
+    """8-bit values with a per-ray scale for h and the gradient (on top of ``sparse``, which it needs)."""
     relu_h: bool = True
     """h is a ReLU output (cut_depth >= 1): the gradient at its zeros does not reach the server's parameters,
     so ``sparse`` leaves it out too. Without the ReLU (cut_depth 0) the gradient is sent densely."""
@@ -106,10 +113,38 @@ def _value_bytes(values: Tensor, half: bool) -> Tuple[bytes, Optional[float]]:
     return (values.float() / scale).numpy().astype("<f2").tobytes(), scale
 
 
+def _q8_bytes(tensor: Tensor, mask: Tensor) -> Tuple[bytes, bool]:
+    """8-bit values of ``tensor[mask]`` with a float32 scale per row (first dimension); see the module's doc."""
+    rows = tensor.shape[0] if tensor.dim() else 1
+    flat, keep = tensor.float().reshape(rows, -1), mask.reshape(rows, -1)
+    scale = (flat.abs() * keep).amax(dim=1) if flat.numel() else torch.zeros(rows)
+    values, row_of = flat[keep], keep.nonzero()[:, 0]
+    unsigned = bool((values >= 0).all())
+    levels, low = (255.0, 0.0) if unsigned else (127.0, -127.0)
+    per_value = scale[row_of]
+    q = torch.where(per_value > 0, torch.round(values / per_value.clamp_min(1e-38) * levels), torch.zeros(()))
+    q = q.clamp(low, levels).to(torch.uint8 if unsigned else torch.int8)
+    return scale.numpy().astype("<f4").tobytes() + q.numpy().tobytes(), unsigned
+
+
+def _q8_values(name: str, raw: bytes, count: int, shape: List[int], mask: Tensor, unsigned: bool) -> Tensor:
+    rows = shape[0] if shape else 1
+    if len(raw) != 4 * rows + count:
+        raise WireError(f"{name!r}: {len(raw)} bytes for {rows} row scales and {count} 8-bit values")
+    scale = torch.from_numpy(np.frombuffer(raw[:4 * rows], dtype="<f4").astype(np.float32))
+    if not (torch.isfinite(scale).all() and (scale >= 0).all()):
+        raise WireError(f"{name!r}: bad row scales")
+    q = np.frombuffer(raw[4 * rows:], dtype=np.uint8 if unsigned else np.int8).astype(np.float32)
+    row_of = mask.reshape(rows, -1).nonzero()[:, 0]
+    return torch.from_numpy(q) * (scale[row_of] / (255.0 if unsigned else 127.0))
+
+
 def encode(kind: str, step: int = -1, meta: Optional[Dict[str, object]] = None,
            tensors: Optional[Dict[str, Tensor]] = None, codecs: Optional[Dict[str, str]] = None,
-           half: bool = False, masks: Optional[Dict[str, Tensor]] = None) -> Tuple[bytes, Dict[str, int]]:
-    """Serialise a message; returns the bytes and the payload bytes of each tensor."""
+           half: bool = False, masks: Optional[Dict[str, Tensor]] = None,
+           int8: bool = False) -> Tuple[bytes, Dict[str, int]]:
+    """Serialise a message; returns the bytes and the payload bytes of each tensor. ``half`` / ``int8``: the
+    values of ``sparse`` and ``masked`` tensors in float16 / 8 bits (``int8`` wins)."""
     entries, buffers, sizes = [], [], {}
     for name, tensor in (tensors or {}).items():
         codec = (codecs or {}).get(name, "raw")
@@ -122,10 +157,14 @@ def encode(kind: str, step: int = -1, meta: Optional[Dict[str, object]] = None,
             data, entry["scale"] = _value_bytes(tensor, True)
         elif codec in ("sparse", "masked"):
             mask = (tensor != 0) if codec == "sparse" else (masks or {})[name].detach().cpu().bool()
-            values, scale = _value_bytes(tensor[mask], half)
-            entry["half"] = half
-            if scale is not None:
-                entry["scale"] = scale
+            if int8:
+                values, entry["unsigned"] = _q8_bytes(tensor, mask)
+                entry["bits"] = 8
+            else:
+                values, scale = _value_bytes(tensor[mask], half)
+                entry["half"] = half
+                if scale is not None:
+                    entry["scale"] = scale
             data = (np.packbits(mask.reshape(-1).numpy()).tobytes() if codec == "sparse" else b"") + values
             entry["count"] = int(mask.sum())
         else:
@@ -237,7 +276,11 @@ def _decode_tensor(name: str, dtype: str, shape: List[int], codec: str, entry: D
     if int(mask.sum()) != count:
         raise WireError(f"{name!r}: mask and count disagree")
     out = torch.zeros(numel)
-    out[mask] = values(buf, count, half)
+    bits = entry.get("bits", 32)
+    if bits not in (8, 32) or not isinstance(entry.get("unsigned", False), bool):
+        raise WireError(f"{name!r}: bad bits/unsigned")
+    out[mask] = (_q8_values(name, buf, count, shape, mask, entry.get("unsigned", False)) if bits == 8
+                 else values(buf, count, half))
     return out.reshape(shape)
 
 
