@@ -345,13 +345,19 @@ def test_nerfstudio_trainer_trains_and_evaluates_s2nerf_remote(tmp_path, token_f
     finally:
         proc.kill()
     # the evaluator reads both run folders (the server process is gone: its checkpoint is enough)
-    from s2nerf_ns.transport.score import score_remote
+    from s2nerf_ns.integration.audit import ScoreRemoteConfig, score_remote
 
     (client_config,) = (tmp_path / "outputs").rglob("config.yml")
-    summary = score_remote(proc.run_dir, client_config, max_images=2)
-    assert summary["server_step"] == summary["attacker_step"] == 10
-    assert np.isfinite(summary["attack_psnr"]) and np.isfinite(summary["dummy_psnr"])
-    assert summary["victim_psnr"] > 5
+    result = score_remote(ScoreRemoteConfig(server_run=proc.run_dir, client_config=client_config))
+    summary = result["eval_metrics"]  # the evaluator's keys (those of ns-eval of an attack run, s2nerf-audit)
+    assert result["attacker_step"] == 10 and "the server's own surrogate model attack" in result["attacks"][
+        "gradient attacks"]
+    for key in ("attack_cmpsnr", "embedding_attack_cmpsnr", "floor_constant_cmpsnr", "leakage_cmpsnr",
+                "leakage_cm_nmi", "psnr"):
+        assert np.isfinite(summary[key]), key
+    assert not [k for k in summary if k.startswith("floor_surrogate_")]  # not run without a record: not reported
+    assert summary["psnr"] > 5
+    assert (proc.run_dir / "attack" / "audit.json").is_file() and (proc.run_dir / "attack" / "report.html").is_file()
 
 
 def test_the_server_process_holds_no_client_side_code():

@@ -111,6 +111,24 @@ def load_run(audit: AuditConfig) -> Tuple[AttackPipeline, int]:
     return pipeline, step
 
 
+def load_live_attacker(pipeline: AttackPipeline, server_run: Path) -> Optional[int]:
+    """The surrogate that ``s2nerf-server --attack sma`` trained live (``attack/attacker.pt``), as the gradient attack;
+    its dummies may be larger than the client's images (``--image-size``): the overlap is kept. None without one."""
+    path = server_run / "attack" / "attacker.pt"
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location=pipeline.device, weights_only=True)["surrogate"]
+    own = pipeline.surrogate.state_dict()
+    for key in ("dummy", "seen", "variance", "estimate"):
+        if key in state and key in own and state[key].shape != own[key].shape:
+            n, h, w = (min(a, b) for a, b in zip(own[key].shape[:3], state[key].shape[:3]))
+            patch = own[key].clone()
+            patch[:n, :h, :w] = state[key][:n, :h, :w]
+            state[key] = patch
+    pipeline.surrogate.load_state_dict(state)
+    return int(pipeline.surrogate.step_count)
+
+
 def replay_record(pipeline: AttackPipeline, folder: Path) -> int:
     """Every recorded view to every observer of the channel, then the attack pipeline's per-step processing."""
     observers = list(pipeline.split_model.channel.observers)
@@ -188,6 +206,7 @@ def run_audit(audit: AuditConfig) -> Dict[str, object]:
     pipeline, step = load_run(audit)
     pipeline.eval()
     ran: Dict[str, str] = {}
+    live = None if record is not None or audit.server_run is None else load_live_attacker(pipeline, audit.server_run)
     if record is not None:
         steps = replay_record(pipeline, record)
         ran["gradient attacks (surrogate model attack, its lambda_g = 0 floor)"] = f"replayed from {steps} recorded steps"
@@ -200,20 +219,25 @@ def run_audit(audit: AuditConfig) -> Dict[str, object]:
         views = embed_training_rays(pipeline, audit.embedding_rays_per_view)
         ran["embedding attack"] = f"on h of the server's fields at {views} training views"
         ran["gradient attacks"] = "not run: no server view recorded (train with --pipeline.record-server-view True)"
+        if live is not None:
+            ran["gradient attacks"] = (f"the server's own surrogate model attack (s2nerf-server --attack sma, step "
+                                       f"{live}); its lambda_g = 0 floor not run: no server view recorded")
     pipeline.fit_colour_maps()
     metrics, rows = score_views(pipeline, audit.max_eval_images)
     sets = (COLOUR_ATTACKS, ("floor_constant", "floor_surrogate"), GEOMETRY_ATTACKS, GEOMETRY_FLOORS)
     if record is None:  # untrained surrogates and a read-out without gradients are not attacks: their keys go
         derived = set(derive_all(metrics, *sets))
-        metrics = {k: v for k, v in metrics.items() if k not in derived and not k.startswith(NEEDS_GRADIENTS)}
-        sets = (("embedding_attack",), ("floor_constant",), (), tuple(f for f in GEOMETRY_FLOORS if f != "floor_surrogate"))
+        not_run = tuple(p for p in NEEDS_GRADIENTS if live is None or p != "attack_")
+        metrics = {k: v for k, v in metrics.items() if k not in derived and not k.startswith(not_run)}
+        sets = (("embedding_attack",) + (("attack",) if live is not None else ()), ("floor_constant",), (),
+                tuple(f for f in GEOMETRY_FLOORS if f != "floor_surrogate"))
         metrics.update(derive_all(metrics, *sets))
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}  # no NaN in JSON
     intervals = leakage_intervals([r["metrics"] for r in rows], lambda means: derive_all(means, *sets))
     result = {
         "run": str(audit.load_config), "server_run": str(audit.server_run) if audit.server_run else None,
         "checkpoint_step": step, "record": json.loads((record / "meta.json").read_text()) if record else None,
-        "attacks": ran, "eval_metrics": metrics, "intervals": intervals, "eval_views": len(rows),
+        "attacker_step": int(pipeline.surrogate.step_count), "attacks": ran, "eval_metrics": metrics, "intervals": intervals, "eval_views": len(rows),
         "verdict": verdict(metrics, intervals), "provenance": provenance(),
     }
     if record is not None:
@@ -227,6 +251,31 @@ def run_audit(audit: AuditConfig) -> Dict[str, object]:
 def main() -> None:
     result = run_audit(tyro.cli(AuditConfig))
     print(result["verdict"])
+
+
+@dataclass
+class ScoreRemoteConfig:
+    """Score a two-process run (s2nerf-audit with --server-run; the server process need not run)."""
+
+    server_run: Path
+    """The s2nerf-server run folder (for a server of several clients, that client's folder)."""
+    client_config: Path
+    """The client's config.yml."""
+    output_dir: Optional[Path] = None
+    """Where audit.json and report.html go (default: <server-run>/attack)."""
+    max_eval_images: Optional[int] = None
+    """Score at most this many eval views (default: all)."""
+
+
+def score_remote(options: ScoreRemoteConfig) -> Dict[str, object]:
+    """The evaluator of a two-process run: the same evaluator, keys and files as ``s2nerf-audit``."""
+    return run_audit(AuditConfig(load_config=options.client_config, server_run=options.server_run,
+                                 output_dir=options.output_dir or options.server_run / "attack",
+                                 max_eval_images=options.max_eval_images))
+
+
+def main_score_remote() -> None:
+    print(score_remote(tyro.cli(ScoreRemoteConfig))["verdict"])
 
 
 if __name__ == "__main__":
