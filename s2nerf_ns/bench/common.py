@@ -70,6 +70,16 @@ MAX_SEED = 2**32 - 1
 """numpy's largest seed."""
 
 
+def check_choices(flag: str, given: Sequence[str], allowed: Sequence[str], noun: str, quote: bool = False) -> None:
+    """One line naming ``flag`` when nothing is given or a value is not one of ``allowed``."""
+    show = (lambda v: repr(v)) if quote else str
+    unknown = [g for g in given if g not in allowed]
+    if not given or unknown:
+        raise InputError(f"{flag} {' '.join(show(v) for v in (unknown or given))}: "
+                         f"{f'unknown {noun}' if unknown else f'give a {noun}'}; {noun}s: "
+                         f"{(', ' if quote else ' ').join(show(a) for a in allowed)}")
+
+
 def check_seeds(seeds: Sequence[int], flag: str = "--seeds") -> None:
     """One line naming ``flag`` when no seed is given or a seed cannot seed numpy."""
     if not seeds:

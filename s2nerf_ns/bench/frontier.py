@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from s2nerf_ns.bench import frontier_cells
-from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_seeds, checked_provenance, environment,
+from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_choices, check_seeds, checked_provenance, environment,
                                     sized_config)
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.errors import InputError
@@ -82,14 +82,8 @@ def points(preset: str, families: Sequence[str]) -> List[Tuple[str, float]]:
 def check_inputs(rooms: Sequence[str], families: Sequence[str], seeds: Sequence[int],
                  values: Optional[Sequence[float]] = None) -> None:
     """One line naming the flag for a room, family, seed or knob value the sweep cannot run."""
-    bad_rooms = [r for r in rooms if r not in ROOM_NAMES]
-    if not rooms or bad_rooms:
-        raise InputError(f"--rooms {' '.join(bad_rooms or rooms)}: {'unknown room' if bad_rooms else 'give a room'}; "
-                         f"rooms: {' '.join(ROOM_NAMES)}")
-    unknown = [f for f in families if f not in FAMILIES]
-    if not families or unknown:
-        raise InputError(f"--families {' '.join(unknown)}: {'unknown family' if unknown else 'give a family'}; "
-                         f"families: {' '.join(FAMILIES)}")
+    check_choices("--rooms", rooms, ROOM_NAMES, "room")
+    check_choices("--families", families, FAMILIES, "family")
     check_seeds(seeds)
     if values is not None:
         known = {v for f in families for v in FAMILIES[f][1]}

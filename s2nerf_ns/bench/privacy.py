@@ -25,7 +25,7 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from s2nerf_ns.attacks.pose_search import PoseSearchConfig, attack_search_config
-from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_seeds, checked_provenance, environment,
+from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_choices, check_seeds, checked_provenance, environment,
                                     sized_config)
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.errors import InputError
@@ -223,15 +223,8 @@ def default_seeds(preset_name: str) -> List[int]:
 
 def check_inputs(rooms: Sequence[str], defenses: Sequence[str], seeds: Sequence[int], num_leaked: int) -> None:
     """One line naming the flag for a room, defense, seed or leak count the benchmark cannot run."""
-    bad_rooms = [r for r in rooms if r not in ROOMS]
-    if not rooms or bad_rooms:
-        raise InputError(f"--rooms {' '.join(bad_rooms or rooms)}: {'unknown room' if bad_rooms else 'give a room'}; "
-                         f"rooms: {' '.join(ROOMS)}")
-    unknown = [d for d in defenses if d not in DEFENSES]
-    if not defenses or unknown:
-        raise InputError(f"--defenses {' '.join(repr(d) for d in unknown)}: "
-                         f"{'unknown defense' if unknown else 'give a defense'}; defenses: "
-                         f"{', '.join(repr(d) for d in DEFENSES)}")
+    check_choices("--rooms", rooms, ROOMS, "room")
+    check_choices("--defenses", defenses, DEFENSES, "defense", quote=True)
     check_seeds(seeds)
     if not 1 <= num_leaked <= EXTRA_VIEWS:
         raise InputError(f"--num-leaked {num_leaked}: the benchmark's rooms have {EXTRA_VIEWS} off-trajectory extra "
