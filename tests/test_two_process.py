@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -331,7 +332,7 @@ def test_nerfstudio_trainer_trains_and_evaluates_s2nerf_remote(tmp_path, token_f
     from helpers import tiny_config, train as train_trainer
 
     proc = ServerProcess(tmp_path / "server", token_file, free_port(), "--max-message-mb", "64", "--attack", "sma",
-                         "--image-size", "24", "24", "--checkpoint-every", "1").start()
+                         "--image-size", "24", "24", "--checkpoint-every", "1", "--record-server-view").start()
     try:
         config = tiny_config("s2nerf-remote", tmp_path / "outputs", steps=10, rays=128,
                              server_address=proc.address, server_token_file=token_file,
@@ -348,6 +349,14 @@ def test_nerfstudio_trainer_trains_and_evaluates_s2nerf_remote(tmp_path, token_f
     from s2nerf_ns.integration.audit import ScoreRemoteConfig, score_remote
 
     (client_config,) = (tmp_path / "outputs").rglob("config.yml")
+    # from the server's record: every attack replayed, the same keys as ns-eval of an in-process attack run
+    replayed = score_remote(ScoreRemoteConfig(server_run=proc.run_dir, client_config=client_config,
+                                              output_dir=tmp_path / "replayed"))
+    assert "replayed from 10 recorded steps" in " ".join(replayed["attacks"].values())
+    assert {"attack_cmpsnr", "floor_surrogate_cmpsnr", "shading_attack_cmpsnr", "geometry_readout_absrel",
+            "leakage_cmpsnr", "geometry_leakage_absrel"} <= set(replayed["eval_metrics"])
+    # without a record, the server's live attacker is the gradient attack
+    shutil.rmtree(proc.run_dir / "server_view")
     result = score_remote(ScoreRemoteConfig(server_run=proc.run_dir, client_config=client_config))
     summary = result["eval_metrics"]  # the evaluator's keys (those of ns-eval of an attack run, s2nerf-audit)
     assert result["attacker_step"] == 10 and "the server's own surrogate model attack" in result["attacks"][
