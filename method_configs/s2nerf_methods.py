@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from nerfstudio.plugins.types import MethodSpecification
 
+from s2nerf_ns import errors
 from s2nerf_ns.integration.methods import METHODS, method_config
+
+# nerfstudio's commands (ns-train, ns-eval, ns-render, the viewer) load this module through the plugin registry
+# before they parse their command line: the one place where they get the one-line error printers.
+errors.install()
 
 
 def _spec(name: str) -> MethodSpecification:

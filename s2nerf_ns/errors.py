@@ -14,8 +14,9 @@ nerfstudio's own checkpoint loading (``ns-eval``, ``ns-render``, the viewer) get
 checkpoint is named as such, a run without a checkpoint says so (:func:`describe_checkpoint_error`); the split
 methods' ``--load-dir`` is checked before anything is written (:mod:`s2nerf_ns.integration.resume`).
 
-:func:`install` (called when the package is imported, i.e. by every nerfstudio command once it loads the
-plugins) installs the printers: a ``sys.excepthook`` that prints these errors (and a missing
+:func:`install` (called by each command: our console scripts in their ``main()``, nerfstudio's ``ns-*`` commands
+through the plugin module they load, ``method_configs/s2nerf_methods.py``; importing the package installs nothing)
+installs the printers: a ``sys.excepthook`` that prints these errors (and a missing
 ``--load-config`` file) as one line and hands everything else to the previous hook, and a tyro parse-error
 hook that prints a configuration error as one line, without tyro's internal ``__tyro-dummy-inner__`` prefix.
 Nothing of nerfstudio is patched.

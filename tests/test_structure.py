@@ -63,3 +63,15 @@ def test_method_configs_is_imported_by_nothing_in_the_package():
 def test_no_file_over_500_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in package_files() if (n := len(p.read_text().splitlines())) > 500}
     assert not long, long
+
+
+def test_importing_the_package_installs_no_global_hook():
+    """The one-line error printers are installed by the commands (their main(), or the plugin module nerfstudio's
+    commands load), never as a side effect of ``import s2nerf_ns``."""
+    import subprocess
+    import sys
+
+    code = ("import sys; hook = sys.excepthook; import s2nerf_ns, s2nerf_ns.integration.model, s2nerf_ns.errors as e; "
+            "print(sys.excepthook is hook, e._installed, e._tyro_context is None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["True", "False", "True"], out.stderr[-2000:]

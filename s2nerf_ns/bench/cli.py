@@ -271,6 +271,9 @@ class PoseReport:
 
 
 def main() -> None:
+    from s2nerf_ns import errors
+
+    errors.install()  # one-line errors: installed by the command, not by importing the package
     command = tyro.cli(Union[Annotated[Privacy, tyro.conf.subcommand("privacy")],
                              Annotated[Speed, tyro.conf.subcommand("speed")],
                              Annotated[Figure, tyro.conf.subcommand("figure")],

@@ -30,6 +30,7 @@ import torch
 import tyro
 import yaml
 
+from s2nerf_ns import errors
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.evaluation.audit_report import leakage_intervals, verdict, write_report
 from s2nerf_ns.evaluation.geometry import geometry_leakage
@@ -248,6 +249,7 @@ def run_audit(audit: AuditConfig) -> Dict[str, object]:
 
 
 def main() -> None:
+    errors.install()  # one-line errors: installed by the command, not by importing the package
     result = run_audit(tyro.cli(AuditConfig))
     print(result["verdict"])
 
@@ -274,6 +276,7 @@ def score_remote(options: ScoreRemoteConfig) -> Dict[str, object]:
 
 
 def main_score_remote() -> None:
+    errors.install()
     print(score_remote(tyro.cli(ScoreRemoteConfig))["verdict"])
 
 

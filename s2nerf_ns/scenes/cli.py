@@ -86,6 +86,9 @@ def run(args: RenderRoomArgs) -> Path:
 
 
 def main() -> None:
+    from s2nerf_ns import errors
+
+    errors.install()  # one-line errors: installed by the command, not by importing the package
     run(tyro.cli(RenderRoomArgs))
 
 
