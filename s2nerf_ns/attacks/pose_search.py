@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ from torch import Tensor
 from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
 
 from s2nerf_ns.attacks.pose import RenderFn, refine_pose
+from s2nerf_ns.attacks.pose_geometry import GeometrySearchConfig, search_pose_geometry  # issue 25 hook
 
 from s2nerf_ns.attacks.pose_objectives import (  # noqa: F401  (re-exported)
     batched_scores,
@@ -76,6 +77,7 @@ from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
     panorama_grid,
     _distinct,
     _perturb,
+    local_random_search,
 )
 
 @dataclass
@@ -228,7 +230,7 @@ def search_pose(
     image: Float[Tensor, "H W 3"],
     intrinsics: Sequence[float],
     training_c2w: Float[Tensor, "N 3 4"],
-    config: Optional[PoseSearchConfig] = None,
+    config: Optional[Union[PoseSearchConfig, GeometrySearchConfig]] = None,
     seed: int = 0,
     region: Optional[Float[Tensor, "2 3"]] = None,
 ) -> PoseSearchResult:
@@ -239,7 +241,12 @@ def search_pose(
     ``intrinsics`` = (fx, fy, cx, cy) of ``image``; ``training_c2w`` are the training camera poses the server was
     sent (they define the search region, unless ``region``, and the up-vector prior only); ``region`` is the scene
     box [2,3] (min, max corners), searched with ``config.region == "scene-box"``. The true pose is never an input.
+
+    With a :class:`~s2nerf_ns.attacks.pose_geometry.GeometrySearchConfig` (issue 25), ``render`` is a *depth* render
+    of the server's geometry and the search is :func:`~s2nerf_ns.attacks.pose_geometry.search_pose_geometry`.
     """
+    if isinstance(config, GeometrySearchConfig):  # issue 25 hook: the geometry objective
+        return search_pose_geometry(render, image, intrinsics, training_c2w, config, seed, region)
     cfg = config or PoseSearchConfig()
     t_start = time.perf_counter()
     device = image.device
@@ -261,36 +268,14 @@ def search_pose(
     t0 = time.perf_counter()
     level = ImageLevel.make(image, intrinsics, cfg.local_size, cfg.local_supersample)
     lh, lw, target = level.h, level.w, level.target
-    current = coarse_c2w.clone()
-    pred = level.render(render, current, chunk)
-    rays += len(current) * level.rays_per_view
-    current_score = batched_scores(pred, target, lh, lw, cfg)
-    k = len(current)
-    rot_sigma = torch.full((k,), math.radians(cfg.local_rot_deg), device=device)
-    trans_sigma = torch.full((k,), cfg.local_trans * spacing, device=device)
-    alive = torch.arange(k, device=device)
-    halve_every = max(1, cfg.local_iters // max(1, cfg.local_halvings + 1))
-    min_alive = max(1, cfg.pyramid_candidates, cfg.num_refine)
-    for it in range(cfg.local_iters):
-        if it > 0 and it % halve_every == 0 and len(alive) > min_alive:
-            # successive halving: spend the remaining budget on the more promising candidates
-            keep_n = max(min_alive, (len(alive) + 1) // 2)
-            alive = alive[current_score[alive].argsort()[:keep_n]]
-        trial = _perturb(current[alive], rot_sigma[alive], trans_sigma[alive], cfg.local_samples, gen)  # A S 3 4
-        a, s = trial.shape[:2]
-        pred = level.render(render, trial.reshape(-1, 3, 4), chunk)
-        rays += len(pred) * level.rays_per_view
-        scores = batched_scores(pred, target, lh, lw, cfg).reshape(a, s)
-        best_score, best = scores.min(dim=1)
-        better = best_score < current_score[alive]
-        current[alive] = torch.where(better[:, None, None], trial[torch.arange(a, device=device), best], current[alive])
-        current_score[alive] = torch.where(better, best_score, current_score[alive])
-        # keep the step size after a success, shrink it after a failure
-        shrink = torch.where(better, torch.ones_like(best_score), torch.full_like(best_score, cfg.local_decay))
-        rot_sigma[alive] *= shrink
-        trans_sigma[alive] *= shrink
-    local_order = current_score.argsort()
-    local_c2w, local_score = current[local_order], current_score[local_order]
+
+    def score(poses: Tensor) -> Tensor:
+        return batched_scores(level.render(render, poses, chunk), target, lh, lw, cfg)
+
+    local_c2w, local_score, scored = local_random_search(
+        score, coarse_c2w, score(coarse_c2w), cfg.local_rot_deg, cfg.local_trans * spacing, cfg.local_iters,
+        cfg.local_halvings, cfg.local_samples, cfg.local_decay, max(1, cfg.pyramid_candidates, cfg.num_refine), gen)
+    rays += (len(coarse_c2w) + scored) * level.rays_per_view
     timings["local"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- pyramid: batched Levenberg-Marquardt

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -394,3 +394,36 @@ def _perturb(c2w: Tensor, rot_sigma: Tensor, trans_sigma: Tensor, n: int, gen: t
     rot = delta[..., :3] @ c2w[:, None, :, :3]
     centre = c2w[:, None, :, 3] + delta[..., 3]
     return torch.cat([rot, centre[..., None]], dim=-1)
+
+
+def local_random_search(score: Callable[[Tensor], Tensor], init: Tensor, init_score: Tensor, rot_deg: float,
+                        trans: float, iters: int, halvings: int, samples: int, decay: float, min_alive: int,
+                        gen: torch.Generator) -> Tuple[Tensor, Tensor, int]:
+    """Batched random search from poses ``init`` [K,3,4] (scores ``init_score`` [K], lower is better): each
+    iteration scores ``samples`` perturbations of every candidate still alive (``score``: [N,3,4] -> [N]), keeps a
+    better one, keeps its step size after a success and shrinks it by ``decay`` after a failure; successive halving
+    drops the worse half ``halvings`` times. Returns (poses, scores) best first and the number of poses scored."""
+    device = init.device
+    current, current_score = init.clone(), init_score.clone()
+    k = len(current)
+    rot_sigma = torch.full((k,), math.radians(rot_deg), device=device)
+    trans_sigma = torch.full((k,), trans, device=device)
+    alive = torch.arange(k, device=device)
+    halve_every = max(1, iters // max(1, halvings + 1))
+    scored = 0
+    for it in range(iters):
+        if it > 0 and it % halve_every == 0 and len(alive) > min_alive:
+            alive = alive[current_score[alive].argsort()[:max(min_alive, (len(alive) + 1) // 2)]]
+        trial = _perturb(current[alive], rot_sigma[alive], trans_sigma[alive], samples, gen)  # A S 3 4
+        a, n = trial.shape[:2]
+        scores = score(trial.reshape(-1, 3, 4)).reshape(a, n)
+        scored += a * n
+        best_score, best = scores.min(dim=1)
+        better = best_score < current_score[alive]
+        current[alive] = torch.where(better[:, None, None], trial[torch.arange(a, device=device), best], current[alive])
+        current_score[alive] = torch.where(better, best_score, current_score[alive])
+        shrink = torch.where(better, torch.ones_like(best_score), torch.full_like(best_score, decay))
+        rot_sigma[alive] *= shrink
+        trans_sigma[alive] *= shrink
+    order = current_score.argsort()
+    return current[order], current_score[order], scored

@@ -195,7 +195,8 @@ def provenance() -> Dict[str, object]:
         return subprocess.run(["git", *args], capture_output=True, text=True,
                               cwd=Path(__file__).resolve().parent).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty_tree": bool(git("status", "--porcelain", "--untracked-files=no")),
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"commit": git("rev-parse", "HEAD"), "dirty_tree": dirty,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -209,7 +210,8 @@ def run_audit(audit: AuditConfig) -> Dict[str, object]:
     live = None if record is not None or audit.server_run is None else load_live_attacker(pipeline, audit.server_run)
     if record is not None:
         steps = replay_record(pipeline, record)
-        ran["gradient attacks (surrogate model attack, its lambda_g = 0 floor)"] = f"replayed from {steps} recorded steps"
+        ran["gradient attacks (surrogate model attack, its lambda_g = 0 floor)"] = \
+            f"replayed from {steps} recorded steps"
         ran["embedding attack"] = "on the recorded h"
         if audit.replay_steps is not None:
             pipeline.surrogate.config.replay_steps = audit.replay_steps
@@ -237,7 +239,8 @@ def run_audit(audit: AuditConfig) -> Dict[str, object]:
     result = {
         "run": str(audit.load_config), "server_run": str(audit.server_run) if audit.server_run else None,
         "checkpoint_step": step, "record": json.loads((record / "meta.json").read_text()) if record else None,
-        "attacker_step": int(pipeline.surrogate.step_count), "attacks": ran, "eval_metrics": metrics, "intervals": intervals, "eval_views": len(rows),
+        "attacker_step": int(pipeline.surrogate.step_count), "attacks": ran, "eval_metrics": metrics,
+        "intervals": intervals, "eval_views": len(rows),
         "verdict": verdict(metrics, intervals), "provenance": provenance(),
     }
     if record is not None:
