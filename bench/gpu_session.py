@@ -4,7 +4,7 @@ Every task is one ``s2nerf-bench`` command (one fresh process each: no memory ca
 writing its own ``frontier.json`` / ``results.json`` under ``--work``. Tasks start in priority order while
 ``--start-until`` seconds have not passed; whatever runs at ``--kill-at`` is stopped. Then the JSON
 results, per-task logs and small images are packed into ``<out>/results.tar.gz``; merge them with
-``s2nerf-bench frontier --merge`` and ``bench/merge_pose.py``.
+``s2nerf-bench frontier --merge`` and ``s2nerf-bench pose-report`` (which merges several folders per side).
 
     python3 bench/gpu_session.py --preset cpu --workers 14 --out $OUT      # on the GPU host
     python3 bench/gpu_session.py --preset smoke --workers 2 --out /tmp/o   # the same plumbing on a CPU

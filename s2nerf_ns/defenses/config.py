@@ -147,11 +147,6 @@ class DefenseConfig(InstantiateConfig):
             raise InputError(f"{flag(zero)} {getattr(self, zero)}: the {self.kind} defense would add no noise, an "
                              f"undefended run that reports a defense; for no defense use {flag('kind')} none")
 
-    @property
-    def needs_schedule(self) -> bool:
-        """Whether :meth:`setup` needs the run's length (the s2nerf noise decays over it)."""
-        return self.kind == "s2nerf" and self.decay_steps is None
-
     def public(self) -> dict:
         """The defense's public configuration as plain numbers and strings (protocol knowledge the server has:
         Kerckhoffs). No seed, no state."""

@@ -111,7 +111,7 @@ class GradientChannel:
         sent = self.defense.gradient_to_send(grad_h, h, self.step, **({"extra": extra} if extra is not None else {}))
         self._log("grad_h", CLIENT_TO_SERVER, sent, derived_from_pixels=True)
         if self.observers and self.training:
-            public = self.defense.public() if hasattr(self.defense, "public") else {}
+            public = self.defense.public()
             view = ServerView(step=self.step, h=h.detach(), grad=sent.detach(), defense=public, **context)
             for observer in self.observers:
                 observer(view)
