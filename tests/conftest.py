@@ -45,6 +45,16 @@ def random_batch(num_rays: int = 32, seed: int = 0):
     return bundle, batch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def error_printers():
+    """Every command installs the one-line error printers before it parses its command line (each console script's
+    main, and the plugin module nerfstudio's ns-* commands load); in-process tests that parse a command line call
+    tyro directly, so the suite installs them the same way, once."""
+    from s2nerf_ns.errors import install
+
+    install()
+
+
 @pytest.fixture
 def tiny_model_factory():
     return tiny_model

@@ -271,9 +271,9 @@ class PoseReport:
 
 
 def main() -> None:
-    from s2nerf_ns import errors
+    from s2nerf_ns.errors import install as install_error_printers
 
-    errors.install()  # one-line errors: installed by the command, not by importing the package
+    install_error_printers()  # one-line errors: installed by the command, not by importing the package
     command = tyro.cli(Union[Annotated[Privacy, tyro.conf.subcommand("privacy")],
                              Annotated[Speed, tyro.conf.subcommand("speed")],
                              Annotated[Figure, tyro.conf.subcommand("figure")],

@@ -86,9 +86,9 @@ def run(args: RenderRoomArgs) -> Path:
 
 
 def main() -> None:
-    from s2nerf_ns import errors
+    from s2nerf_ns.errors import install as install_error_printers
 
-    errors.install()  # one-line errors: installed by the command, not by importing the package
+    install_error_printers()  # one-line errors: installed by the command, not by importing the package
     run(tyro.cli(RenderRoomArgs))
 
 

@@ -133,9 +133,9 @@ def table(results: Dict[str, Dict[str, float]], zero_fraction: float) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    from s2nerf_ns import errors
+    from s2nerf_ns.errors import install as install_error_printers
 
-    errors.install()  # one-line errors: installed by the command, not by importing the package
+    install_error_printers()  # one-line errors: installed by the command, not by importing the package
     parser = argparse.ArgumentParser(prog="s2nerf-wire-bench", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rays", type=int, default=256)

@@ -138,9 +138,9 @@ class CertConfig:
 
 
 def main() -> None:
-    from s2nerf_ns import errors
+    from s2nerf_ns.errors import install as install_error_printers
 
-    errors.install()  # one-line errors: installed by the command, not by importing the package
+    install_error_printers()  # one-line errors: installed by the command, not by importing the package
     import sys
 
     sys.argv[0] = "s2nerf-server-cert"

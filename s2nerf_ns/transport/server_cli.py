@@ -233,9 +233,9 @@ def run(config: ServerConfig):
 
 
 def main() -> None:
-    from s2nerf_ns import errors
+    from s2nerf_ns.errors import install as install_error_printers
 
-    errors.install()  # one-line errors: installed by the command, not by importing the package
+    install_error_printers()  # one-line errors: installed by the command, not by importing the package
     sys.argv[0] = "s2nerf-server"  # the one-line errors are prefixed with it (also under python -m)
     server = run(tyro.cli(ServerConfig))
     signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=2.0))  # checkpoint on the way out
