@@ -39,7 +39,7 @@ from torch import Tensor
 
 from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
 
-from s2nerf_ns.attacks.pose_search_parts import (PoseSearchResult, _distinct, blur121, camera_directions,
+from s2nerf_ns.attacks.pose_search_parts import (PoseSearchResult, blur121, distinct_best, camera_directions,
                                                   candidate_positions, downsample, fibonacci_sphere,
                                                   local_random_search, look_rotations, panorama_directions,
                                                   panorama_frame, panorama_grid, render_batched, render_views)
@@ -253,15 +253,8 @@ def coarse_geometry_candidates(depth_fn: DepthFn, image: Tensor, intrinsics: Seq
         pano = torch.cat([pano[..., -1:], pano, pano[..., :1]], dim=-1)
         views = F.grid_sample(pano, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]  # F O P
         scores[i] = 1.0 - level.fields(views.permute(1, 2, 0)) @ level.target
-    flat = scores.reshape(-1)
-    order = flat.argsort()
-    pos_idx, rot_idx = order // len(rotations), order % len(rotations)
-    head = min(len(order), max(50 * cfg.top_k, 2000))
-    head_c2w = torch.cat([rotations[rot_idx[:head]], positions[pos_idx[:head]][:, :, None]], dim=2)
-    keep = torch.tensor(_distinct(head_c2w.cpu(), torch.arange(head), cfg.top_k, cfg.nms_deg, cfg.nms_dist * extent),
-                        device=device)
-    return (head_c2w[keep], flat[order[:head]][keep], spacing, extent, int(flat.numel()),
-            len(positions) * len(pano_dirs))
+    c2w, best = distinct_best(scores, rotations, positions, cfg.top_k, cfg.nms_deg, cfg.nms_dist * extent)
+    return c2w, best, spacing, extent, int(scores.numel()), len(positions) * len(pano_dirs)
 
 
 @torch.no_grad()

@@ -77,6 +77,7 @@ from s2nerf_ns.attacks.pose_search_parts import (  # noqa: F401  (re-exported)
     panorama_grid,
     _distinct,
     _perturb,
+    distinct_best,
     local_random_search,
 )
 
@@ -132,16 +133,9 @@ def coarse_candidates(render: RenderFn, image: Float[Tensor, "H W 3"], intrinsic
         if (sh, sw) != tuple(image.shape[:2]):  # filtered like the downsampled photo (see ImageLevel)
             views = blur121(views.reshape(len(views), -1, sh, sw)).reshape(len(views), -1, sh * sw)
         scores[i] = batched_scores(views.permute(1, 2, 0), target, sh, sw, cfg)
-    flat = scores.reshape(-1)
-    order = flat.argsort()
-    pos_idx, rot_idx = order // len(rotations), order % len(rotations)
-    # Non-maximum suppression over the best few thousand only (on the CPU: a sequential, data-dependent loop).
-    head = min(len(order), max(50 * cfg.top_k, 2000))
-    head_c2w = torch.cat([rotations[rot_idx[:head]], positions[pos_idx[:head]][:, :, None]], dim=2)
-    keep = torch.tensor(_distinct(head_c2w.cpu(), torch.arange(head), cfg.top_k, cfg.nms_deg, cfg.nms_dist * extent),
-                        device=device)
-    return CoarseCandidates(c2w=head_c2w[keep], score=flat[order[:head]][keep], spacing=spacing, extent=extent,
-                            num_candidates=int(flat.numel()), rays_rendered=len(positions) * len(pano_dirs))
+    c2w, best = distinct_best(scores, rotations, positions, cfg.top_k, cfg.nms_deg, cfg.nms_dist * extent)
+    return CoarseCandidates(c2w=c2w, score=best, spacing=spacing, extent=extent,
+                            num_candidates=int(scores.numel()), rays_rendered=len(positions) * len(pano_dirs))
 
 
 @torch.no_grad()

@@ -427,3 +427,18 @@ def local_random_search(score: Callable[[Tensor], Tensor], init: Tensor, init_sc
         trans_sigma[alive] *= shrink
     order = current_score.argsort()
     return current[order], current_score[order], scored
+
+
+def distinct_best(scores: Tensor, rotations: Tensor, positions: Tensor, top_k: int, nms_deg: float,
+                  nms_dist: float) -> Tuple[Tensor, Tensor]:
+    """The best-scoring (lowest) distinct poses of a coarse grid: ``scores`` [positions, rotations] -> poses [K,3,4]
+    and their scores, after non-maximum suppression over the best few thousand only (on the CPU: a sequential,
+    data-dependent loop)."""
+    flat = scores.reshape(-1)
+    order = flat.argsort()
+    pos_idx, rot_idx = order // len(rotations), order % len(rotations)
+    head = min(len(order), max(50 * top_k, 2000))
+    head_c2w = torch.cat([rotations[rot_idx[:head]], positions[pos_idx[:head]][:, :, None]], dim=2)
+    keep = torch.tensor(_distinct(head_c2w.cpu(), torch.arange(head), top_k, nms_deg, nms_dist),
+                        device=scores.device)
+    return head_c2w[keep], flat[order[:head]][keep]
