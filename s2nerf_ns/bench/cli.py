@@ -126,10 +126,19 @@ class Speed:
     include_nerfacto: bool = True
     allow_dirty: bool = False
     """Write results from a git checkout with uncommitted changes (refused otherwise); recorded in speed.json."""
+    ttq_only: bool = False
+    """Run only time to quality (s2nerf, s2nerf-plus, s2nerf-central, nerfacto to the preset's held-out PSNR on
+    office) into OUT/ttq.json; the README block: python -m s2nerf_ns.bench.ttq_report OUT/ttq.json README.md."""
 
     def main(self) -> None:
         from s2nerf_ns.bench import speed
 
+        if self.ttq_only:
+            speed.run_time_to_quality(self.preset, self.out, allow_dirty=self.allow_dirty)
+            from s2nerf_ns.bench import ttq_report
+
+            print(ttq_report.markdown(ttq_report.load(self.out / "ttq.json")))
+            return
         names = speed.SPLIT_METHODS + (("nerfacto",) if self.include_nerfacto else ())
         speed.run(self.preset, self.out, names, self.rounds, self.steps_per_round, allow_dirty=self.allow_dirty)
         print((self.out / "speed.md").read_text())

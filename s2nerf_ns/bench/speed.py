@@ -8,14 +8,16 @@ their own synchronised timers, and that time is taken out of the victim's). Memo
 (peak allocated during its own steps); on the CPU it is the process RSS growth while the method was built
 and stepped first, a rough per-method figure.
 
-Time to quality: wall-clock (training steps only, synchronised; held-out evaluation not counted) for
-``s2nerf``, ``s2nerf-central`` and ``nerfacto`` to reach the preset's held-out PSNR on the same room.
+Time to quality: wall-clock and process CPU time (training steps only, synchronised; held-out evaluation not
+counted) for ``s2nerf``, ``s2nerf-plus``, ``s2nerf-central`` and ``nerfacto`` to reach the preset's held-out PSNR on
+the same room (``s2nerf-bench speed --ttq-only`` runs only this; its block: s2nerf_ns/bench/ttq_report.py).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import statistics
 from unittest import mock
 import time
@@ -34,7 +36,7 @@ from s2nerf_ns.evaluation.image_metrics import lpips_weights_path, psnr
 from s2nerf_ns.integration.methods import method_config
 
 SPLIT_METHODS = ("splitnerf", "s2nerf", "s2nerf-lite", "s2nerf-central", "splitnerf-sma", "splitnerf-ssma")
-TTQ_METHODS = ("s2nerf", "s2nerf-central", "nerfacto")
+TTQ_METHODS = ("s2nerf", "s2nerf-plus", "s2nerf-central", "nerfacto")
 
 
 def _rss_mib() -> float:
@@ -124,6 +126,26 @@ def build(name: str, preset: Preset, rays: int, out_dir: Path, suffix: str = "",
                         lambda **_: torch.nn.Identity()):
             return Stepper(name, config)
     return Stepper(name, config)
+
+
+def run_time_to_quality(preset_name: str, out_dir: Path, methods: Sequence[str] = TTQ_METHODS,
+                        allow_dirty: bool = False) -> dict:
+    """Only the time-to-quality part, written to ``out_dir / ttq.json`` with the provenance, the environment and the
+    machine's load average before and after (times on a shared machine carry its load; steps do not)."""
+    preset = PRESETS[preset_name]
+    prov = checked_provenance(allow_dirty)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    ttq = time_to_quality(preset, out_dir / "runs", methods)
+    results = {"preset": preset_name, "rays_per_step": preset.rays, "scene": "office",
+               "resolution": preset.resolution, "threshold_psnr": preset.ttq_psnr,
+               "model": "shrunk (smoke)" if preset_is_smoke(preset) else "reference size",
+               "max_steps": preset.ttq_max_steps, "eval_every": preset.ttq_eval_every,
+               "environment": environment(), "provenance": prov,
+               "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
+               "time_to_quality": ttq}
+    (out_dir / "ttq.json").write_text(json.dumps(results, indent=2))
+    return results
 
 
 def run(preset_name: str, out_dir: Path, methods_to_time: Sequence[str] = SPLIT_METHODS + ("nerfacto",),
@@ -218,10 +240,14 @@ def time_to_quality(preset: Preset, out_dir: Path, methods: Sequence[str] = TTQ_
         stepper = build(name, preset, preset.rays, out_dir, suffix="ttq", steps=preset.ttq_max_steps)
         curve = []
         reached = None
+        cpu_seconds = 0.0  # this process's CPU time over the training steps: less sensitive to a shared machine
         while stepper.step < preset.ttq_max_steps:
+            cpu_start = time.process_time()
             stepper.advance(min(preset.ttq_eval_every, preset.ttq_max_steps - stepper.step), record=True)
+            cpu_seconds += time.process_time() - cpu_start
             value = heldout_psnr(stepper.trainer.pipeline)
-            curve.append({"step": stepper.step, "seconds": float(sum(stepper.times)), "psnr": value})
+            curve.append({"step": stepper.step, "seconds": float(sum(stepper.times)), "cpu_seconds": cpu_seconds,
+                          "psnr": value})
             if value >= preset.ttq_psnr:
                 reached = curve[-1]
                 break
