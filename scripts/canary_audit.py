@@ -23,6 +23,7 @@ from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.evaluation.canary import draw_canaries
 from s2nerf_ns.integration.canary_audit import train_with_canaries
 from s2nerf_ns.integration.model import SplitNerfModelConfig
+from s2nerf_ns.protocol.server import ServerFieldConfig
 
 
 def main() -> None:
@@ -40,8 +41,8 @@ def main() -> None:
     origins = (torch.rand(args.pixels, 3, generator=g) - 0.5) * 0.5
     directions = torch.nn.functional.normalize(torch.randn(args.pixels, 3, generator=g), dim=-1)
     colours = torch.rand(args.pixels, 3, generator=g)
-    config = SplitNerfModelConfig(num_levels=8, max_res=512, log2_hashmap_size=15, num_samples=32,
-                                  run_seed=args.seed, run_steps=args.steps,
+    server = ServerFieldConfig(num_levels=8, max_res=512, log2_hashmap_size=15, num_samples=32)
+    config = SplitNerfModelConfig(server=server, run_seed=args.seed, run_steps=args.steps,
                                   defense=DefenseConfig(kind="residual-noise", residual_noise_std=args.std))
     model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=16)
     canaries = draw_canaries(args.pixels, args.canaries, torch.Generator().manual_seed(args.seed + 1))

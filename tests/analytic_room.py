@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from s2nerf_ns.attacks.pose import pixel_rays
+from s2nerf_ns.attacks.pose.camera import pixel_rays
 
 
 def _blob(u, v, cu, cv, s):

@@ -13,7 +13,7 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
-from s2nerf_ns.integration.model import RAY_INDICES_KEY, SplitNerfModelConfig
+from s2nerf_ns.integration.model import RAY_INDICES_KEY, SplitNerfModelConfig, replace_model
 
 TINY = dict(num_levels=4, max_res=64, log2_hashmap_size=12, num_samples=8, hidden_dim=16, color_hidden_dim=16,
             run_seed=42, run_steps=100)
@@ -21,7 +21,7 @@ TINY = dict(num_levels=4, max_res=64, log2_hashmap_size=12, num_samples=8, hidde
 
 def tiny_model(**overrides):
     torch.manual_seed(0)
-    cfg = SplitNerfModelConfig(**{**TINY, **overrides})
+    cfg = replace_model(SplitNerfModelConfig(), **{**TINY, **overrides})  # server fields go to cfg.server
     box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     return cfg.setup(scene_box=box, num_train_data=4)
 

@@ -12,7 +12,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from s2nerf_ns.attacks.pose import pixel_rays
+from s2nerf_ns.attacks.pose.camera import pixel_rays
+from s2nerf_ns.attacks.pose.candidates import perturb_poses
 from analytic_room import H, INTRINSICS, W, look_at, yaw_pitch
 
 BOXES = (  # (min corner, max corner, base colour); all clear of the training cameras' ring (radius 0.5)
@@ -114,3 +115,9 @@ def furnished_photo(c2w: torch.Tensor, supersample: int = 2) -> torch.Tensor:
     o, d = pixel_rays(c2w, fx * s, fy * s, cx * s, cy * s, rows.reshape(-1), cols.reshape(-1))
     img = furnished_render(o, d).reshape(H * s, W * s, 3).permute(2, 0, 1)[None]
     return F.avg_pool2d(img, s)[0].permute(1, 2, 0)
+
+
+def perturbed(rot_deg: float, trans: float, n: int, seed: int) -> torch.Tensor:
+    """``n`` random perturbations of the leaked pose (rotation about its centre ~ rot_deg, centre ~ trans)."""
+    return perturb_poses(LEAK_C2W[None], torch.tensor([rot_deg * torch.pi / 180 / 3 ** 0.5]),
+                         torch.tensor([trans / 3 ** 0.5]), n, torch.Generator().manual_seed(seed))[0]

@@ -23,6 +23,7 @@ def runs(tmp_path_factory, one_thread):
     return recorded, attack_run, plain
 
 
+@pytest.mark.slow
 def test_audit_from_a_record_has_the_keys_of_ns_eval_of_an_attack_run(runs):
     recorded, attack_run, _ = runs
     live = attack_run.pipeline.get_average_eval_image_metrics()
@@ -41,6 +42,7 @@ def test_audit_from_a_record_has_the_keys_of_ns_eval_of_an_attack_run(runs):
     assert page.count("<img src='data:image/png;base64,") >= 9 * result["eval_views"]  # every panel inlined
 
 
+@pytest.mark.slow
 def test_audit_without_a_record_runs_the_gradient_free_attacks_only(runs):
     _, _, plain = runs
     result = run_audit(AuditConfig(load_config=plain.base_dir / "config.yml"))

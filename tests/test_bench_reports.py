@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s2nerf_ns.bench import frontier, frontier_cells, frontier_report, pose_report
+from s2nerf_ns.bench import frontier, frontier_cells, frontier_coverage, frontier_report, pose_report
+from s2nerf_ns.errors import InputError
 from s2nerf_ns.evaluation import confidence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -326,3 +327,382 @@ def test_undefended_leakage_whose_interval_reaches_zero_is_not_resolved():
                     v[key] += 0.01 * offset
     verdict = frontier_report.verdicts([ref, record("office", "d", 1.0, 42, 24.5, 0.0)])[("d", 1.0)]
     assert verdict["counts"]["pass"] == 0 and verdict["verdict"] == "not resolved"
+
+
+# ------------------------------------------------------------- the authors' README example, "not run", the figure
+def test_authors_readme_example_is_a_labelled_setting():
+    """lucky9-cyou/S2-NeRF's README runs ``--noise_type random --noise_std 9.6 --noise_decay 1``; their std is
+    ``max_i ||g_i|| * noise_std * std_scale * noise_decay^(t/T)`` with ``std_scale`` at its default 1.0: here
+    ``kind s2nerf``, c = 9.6 (eight times the paper's 1.2), r = 1 (no decay), nothing else changed."""
+    family, value = frontier.AUTHORS_POINT
+    defense = frontier.SETTINGS[family][2](value)["defense"]
+    assert (defense.kind, defense.noise_scale, defense.decay_ratio) == ("s2nerf", 9.6, 1.0)
+    assert (defense.noise_floor, defense.variant, defense.clip_to_median) == (0.0, "random", False)
+    assert value == 8 * frontier.PAPER_POINT[1] and family not in frontier.FAMILIES
+    from s2nerf_ns.defenses.schedules import DecaySchedule
+
+    assert {DecaySchedule(defense.decay_ratio, 300)(t) for t in (0, 150, 300, 600)} == {1.0}  # no decay
+    for preset in ("smoke", "cpu", "judge"):
+        assert frontier.AUTHORS_POINT in frontier.points(preset, list(frontier.SETTINGS))
+    frontier.check_inputs(["office"], [family], [42], [value])
+    with pytest.raises(InputError, match="--values 1.2"):
+        frontier.check_inputs(["office"], [family], [42], [1.2])
+    assert frontier.AUTHORS_POINT in frontier.LABELS and frontier.PAPER_POINT in frontier.LABELS
+
+    records = [record("office", "splitnerf", 0.0, 42, 25.0, 0.3), record("office", family, value, 42, 22.0, 0.1)]
+    text = frontier_report.markdown({"preset": "cpu", "records": records})
+    assert f"{family} 9.6: the authors' README example" in text and f"| {family} | 9.6 |" in text
+    assert f"{family} 9.6 (" not in text.split("\n")[0]  # it ran: not listed as not run
+
+
+def test_frontier_header_lists_what_did_not_run():
+    """The preset's settings with no record are named: label noise never ran on the committed frontier, nor did
+    the authors' example; a family that ran on some values lists only the missing ones."""
+    header = _committed_block().split("\n")[0]
+    assert "label-noise (none of its values: 0.05, 0.1, 0.2, 0.4);" in header.split("Not run: ")[1]
+    assert "s2nerf-authors 9.6 (the authors' README example" in header.split("Not run: ")[1]
+    records = [record("office", "splitnerf", 0.0, 42, 25.0, 0.3), record("office", "label-noise", 0.1, 42, 24.0, 0.2)]
+    line = frontier_report.not_run_line({"preset": "cpu", "records": records})
+    assert "label-noise 0.05, 0.2, 0.4;" in line and "s2nerf (none of its values: 0.3, 0.6, 1.2, 2.4)" in line
+    assert frontier_report.not_run_line({"preset": "handmade", "records": records}) == ""
+
+
+def test_frontier_figure_is_recomputed_from_raw_scores(tmp_path):
+    """The figure's points move with a raw score of a committed record and not with its stored derived fields."""
+    from s2nerf_ns.bench import frontier_figure
+
+    results = json.loads(COMMITTED_FRONTIER.read_text())
+    before = frontier_figure.setting_points(results["records"])
+    point = ("client-appearance", 1.2)
+    for r in results["records"]:
+        r["psnr_lost"] = 99.0
+        r["leakage"]["leakage_cm_lum_ssim"] = 99.0
+    assert {p: (e["x"], e["y"]) for p, e in frontier_figure.setting_points(results["records"]).items()} == \
+        {p: (e["x"], e["y"]) for p, e in before.items()}
+    target = _committed_record(results, "office", *point, 42)
+    target["psnr"] -= 3.0
+    target["leakage"]["embedding_attack_cm_lum_ssim"] += 0.6  # the best attack now
+    after = frontier_figure.setting_points(results["records"])[point]
+    assert after["x"] == pytest.approx(before[point]["x"] + 3.0 / 2 / 3)  # one of 2 seeds, one of 3 rooms
+    assert after["y"] > before[point]["y"] + 0.05
+    assert frontier_figure.axis("leakage_private_cmpsnr") == (("private", "cmpsnr"), None)
+    assert frontier_figure.axis("dummy_leakage_private_nmi") == (("dummies private", "nmi"), None)
+    sm, note = frontier_figure.axis("attack_lum_ssim_margin")
+    assert sm == frontier_figure.DEFAULT_AXIS and "not a leakage" in note
+    frontier_figure.plot(results, tmp_path / "f.png", "leakage_cmpsnr", frontier.LABELS)
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+FRONTIER_FOLDERS = ("frontier_cpu_2core", "frontier_cpu_h200")
+
+
+@pytest.mark.parametrize("name", FRONTIER_FOLDERS)
+def test_frontier_folder_readme_coverage_is_generated(name):
+    """Each committed frontier's README lists what ran from its records (a missing file fails)."""
+    folder = ROOT / "docs" / "results" / name
+    results = json.loads((folder / "frontier.json").read_text())
+    assert frontier_report.block_matches(folder / "README.md", frontier_coverage.COVERAGE_BEGIN, frontier_coverage.END,
+                                         frontier_coverage.coverage_block(results))
+    rows = {tuple(c.strip() for c in line.split("|")[1:4:2]): line.split("|")[4].strip()
+            for line in frontier_coverage.coverage_markdown(results).splitlines() if line.startswith("| ")}
+    assert all(rows[("label-noise", v)] == "not run" for v in ("0.05", "0.1", "0.2", "0.4"))
+    assert rows[("s2nerf-authors", "9.6")] == "not run"
+    assert rows[("splitnerf", "0")] == "2 (42, 43) on every room"
+
+
+def test_frontier_folder_readmes_prose():
+    """The numbers the two frontier folders' READMEs state outside their generated blocks."""
+    folder = ROOT / "docs" / "results"
+    cpu = json.loads((folder / "frontier_cpu_2core" / "frontier.json").read_text())
+    text = (folder / "frontier_cpu_2core" / "README.md").read_text()
+    env = cpu["environment"]
+    assert env["device"].startswith("CPU") and env["cpu_count"] == "2"
+    assert f"torch {env['torch'].rsplit('.', 1)[0]}, Python {env['python'].rsplit('.', 1)[0]}" in text
+    hand = [r for r in cpu["records"] if r.get("nmi_debiased_set_by_hand")]
+    assert f"The {len(hand)} records of the first invocations (provenance `eeeb20e`, clean)" in text.replace("\n", " ")
+    assert len(hand) == 8 and all(r["provenance"]["git_commit"].startswith("eeeb20e") and
+                                  r["provenance"]["git_dirty"] is False for r in hand)
+    for family, value in (("splitnerf", 0.0), ("s2nerf", 1.2), ("client-appearance", 0.0)):  # "ran first"
+        assert {(r["room"], r["seed"]) for r in cpu["records"] if (r["family"], r["value"]) == (family, value)} == \
+            {(room, s) for room in ("bedroom", "livingroom", "office") for s in (42, 43)}
+    assert {r["provenance"]["git_commit"][:7] for r in cpu["records"]} == {"eeeb20e"}
+
+    h200 = json.loads((folder / "frontier_cpu_h200" / "frontier.json").read_text())
+    text = (folder / "frontier_cpu_h200" / "README.md").read_text().replace("\n", " ")
+    env = h200["environment"]
+    assert env["device"] == "NVIDIA H200" and "One NVIDIA H200" in text
+    assert f"torch {env['torch'].rsplit('.', 1)[0]}, Python {env['python'].rsplit('.', 1)[0]}" in text
+    status = (folder / "frontier_cpu_h200" / "gpu_session_status.txt").read_text().splitlines()
+    finished = sum(": rc=0 " in line for line in status)
+    not_started = int(next(line for line in status if line.startswith("not started:")).split(":")[1])
+    assert f"({finished} of {finished + not_started} tasks finished;" in text and finished == len(status) - 1
+
+
+# ----------------------------------------------------------- README prose outside the blocks, against the records
+def _readme() -> str:
+    return " ".join((ROOT / "README.md").read_text().split())  # whitespace-normalised: line breaks do not matter
+
+
+COLOUR_FAMILIES = ("s2nerf", "s2nerf-floor", "max-norm", "residual-noise", "label-noise", "client-appearance")
+
+
+def test_readme_frontier_section_prose():
+    """The frontier paragraphs of "Defense families": preset, coverage, attacker, machine, goal, the H200 and
+    tiny frontiers, the client-appearance sentence, the judge preset."""
+    from s2nerf_ns.bench.common import PRESETS
+
+    text = _readme()
+    results = json.loads(COMMITTED_FRONTIER.read_text())
+    records = results["records"]
+    pv = results["preset_values"]
+    assert (f"smoke: 2 per family, {frontier.FRONTIER_PRESETS['smoke'].steps} steps)" in text
+            and all(len(frontier.points("smoke", [f])) == 2 for f in frontier.FAMILIES))
+    assert (f"**The frontier at the `cpu` preset** ({pv['resolution']} px rooms, {pv['num_views']} views, "
+            f"{pv['steps']} steps × {pv['rays']} rays, {pv['num_samples']} samples, {pv['num_levels']}-level grid, "
+            f"{pv['replay_steps']} replay steps): three rooms,") in text
+    rooms = {r["room"] for r in records}
+    assert len(rooms) == 3
+    ran = {r["family"] for r in records} - {"splitnerf"}
+    for family in ran:  # every knob value of every family that ran, at seed 42, on every room
+        for value in frontier.SETTINGS[family][1]:
+            assert {r["room"] for r in records if (r["family"], r["value"], r["seed"]) == (family, value, 42)} == rooms
+    assert "label-noise" not in ran and frontier.AUTHORS_POINT[0] not in ran
+    assert not ran & (set(frontier.FAMILIES) - set(COLOUR_FAMILIES))  # "the geometry families ... did not run"
+    for family, value in (("splitnerf", 0.0), frontier.PAPER_POINT, ("client-appearance", 0.0)):
+        assert {r["room"] for r in records if (r["family"], r["value"], r["seed"]) == (family, value, 43)} == rooms
+    assert all(r["adaptive_attacker"] for r in records) and "by the **adaptive** gradient attacker" in text
+    env = results["environment"]
+    assert env["device"].startswith("CPU") and env["cpu_count"] == "2" and "Run on this project's 2-core CPU" in text
+    assert (f"at most {frontier_report.MAX_PSNR_LOST:g} dB lost and at most {frontier_report.MAX_LEAKAGE_RATIO:.0%} "
+            "of splitnerf's leakage").replace("%", " %") in text
+    assert not any(r.get("per_view") for r in records) and "These records predate per-view scores" in text
+    assert not any(k.startswith("geometry_") for r in records for k in r["leakage"])  # "these records have none"
+    assert "these records have none, and the block says so" in text and \
+        "Geometry (depth) leakage: not measured" in _committed_block()
+
+    # "s2nerf-plus ... loses the least PSNR of the client-appearance settings, while client appearance with the
+    # paper's noise on top (c = 1.2) has the smaller worst ratio ..., at about a dB more cost; neither meets the goal"
+    verdict = frontier_report.verdicts(records)
+    appearance = {p: v for p, v in verdict.items() if p[0] == "client-appearance"}
+    plain, noisy = appearance[("client-appearance", 0.0)], appearance[("client-appearance", 1.2)]
+    assert min(appearance, key=lambda p: appearance[p]["max_psnr_lost"]) == ("client-appearance", 0.0)
+    assert noisy["worst"][1] < plain["worst"][1] and 0.7 <= noisy["max_psnr_lost"] - plain["max_psnr_lost"] <= 1.3
+    assert not plain["meets_goal"] and not noisy["meets_goal"]
+    assert "at about a dB more cost; neither meets the goal" in text
+
+    # "The same frontier on one H200 (1–2 points of every family but label noise and the geometry families, two
+    # seeds on every room except residual noise s = 0.05, which has the second seed on office only; NMI before ...)"
+    h200 = json.loads((ROOT / "docs" / "results" / "frontier_cpu_h200" / "frontier.json").read_text())
+    assert h200["environment"]["device"] == "NVIDIA H200" and "**The same frontier on one H200**" in text
+    hr = h200["records"]
+    per_family = {f: len({r["value"] for r in hr if r["family"] == f}) for f in COLOUR_FAMILIES}
+    assert per_family.pop("label-noise") == 0 and set(per_family.values()) <= {1, 2}
+    assert not {r["family"] for r in hr} & (set(frontier.FAMILIES) - set(COLOUR_FAMILIES))
+    assert "(1–2 points of every family but label noise and the geometry families," in text
+    seeds = {}
+    for r in hr:
+        seeds.setdefault((r["family"], r["value"]), {}).setdefault(r["room"], set()).add(r["seed"])
+    short = {p: {room for room, s in by_room.items() if s == {42, 43}} for p, by_room in seeds.items()
+             if any(s != {42, 43} for s in by_room.values()) or len(by_room) < 3}
+    assert short == {("residual-noise", 0.05): {"office"}}
+    assert "except residual noise `s = 0.05`, which has the second seed on office only" in text
+    assert not any(r.get("nmi_debiased") for r in hr) and "NMI before the permutation baseline" in text
+
+    tiny = json.loads((ROOT / "docs" / "results" / "frontier_tiny" / "frontier.json").read_text())
+    assert {r["room"] for r in tiny["records"]} == {"office"}
+    assert not any(r["adaptive_attacker"] for r in tiny["records"])
+    assert {r["seed"] for r in tiny["records"]} == {42} and tiny["preset"] == "smoke"
+    assert f"(office only, {tiny['preset_values']['steps']} steps, smoke-sized model, plain attacker)" in text
+
+    judge = PRESETS["judge"]
+    assert f"The `judge` preset ({judge.resolution} px rooms, {judge.steps} steps × {judge.rays:,} rays;" in text
+
+
+def test_readme_results_section_prose():
+    """Where each committed result ran ("Results") and the privacy benchmark's setting, against the records."""
+    from s2nerf_ns.bench import report
+    from s2nerf_ns.bench.common import PRESETS
+    from s2nerf_ns.bench.privacy import GPU_DEFENSES
+
+    text = _readme()
+    results = ROOT / "docs" / "results"
+    assert "(`docs/results/frontier_cpu_2core/`, in [Defense families](#defense-families)) ran on this project's " \
+           "2-core CPU machine" in text
+    assert json.loads((results / "frontier_cpu_2core" / "frontier.json").read_text())["environment"]["cpu_count"] == "2"
+    pose = json.loads((results / "pose_global_cpu" / "estimate.json").read_text())
+    assert {s["environment"]["device"] for s in pose["sources"]} == {"NVIDIA H200"}
+    assert "and the pose-search table (in [SSMA](#scene-aided-surrogate-model-attack-ssma)) ran on one H200." in text
+    privacy = report.load(results / "privacy_cpu" / "results.json")
+    speed = json.loads((results / "bench_cpu" / "speed.json").read_text())
+    for env in (privacy["environment"], speed["environment"]):
+        assert env["device"] == "CPU (x86_64)" and env["torch"] == "2.14.1"
+    assert "measured on a 2-core CPU machine (x86_64, torch 2.14.1)" in text and \
+        privacy["environment"]["cpu_count"] == "2"
+
+    cells = privacy["cells"].values()
+    pv = privacy["preset_values"]
+    assert {c["room"] for c in cells} == {"bedroom", "office", "livingroom"}
+    assert {c["defense"] for c in cells} == {"splitnerf", "s2nerf c=1.2 r=1e-4"}
+    assert {c["seed"] for c in cells} == {42, 43}
+    assert "Three rooms × {`splitnerf`, `s2nerf c=1.2 r=1e-4`} × 2 seeds (42, 43)" in text
+    assert (f"the victim ran for {pv['steps']} steps instead of the preset's {PRESETS['cpu'].steps}, with "
+            f"{pv['post_training_steps']} attacker-only leaked-photo steps and {pv['replay_steps']} replay "
+            "steps") in text
+    assert len(privacy["command"]) == 2 and all("--seed-list" in c for c in privacy["command"])  # one per seed
+
+    gpu = PRESETS["gpu"]
+    assert set(GPU_DEFENSES) == {"splitnerf", "s2nerf c=1.2 r=1e-4", "s2nerf c=1.2 r=1"} and gpu.seeds == 3
+    assert (f"{{`splitnerf`, `s2nerf c=1.2 r=1e-4`, `s2nerf c=1.2 r=1`}}, {gpu.steps:,} steps at {gpu.rays:,} rays, "
+            f"the reference model, {gpu.resolution} px rooms") in text
+
+
+def test_readme_privacy_prose_claims():
+    """"What the tables show" under the privacy block: every number and comparison, recomputed from the raw
+    scores of the committed results.json (through the block's own summary, which recomputes the derived ones)."""
+    from s2nerf_ns.bench import report
+
+    text = _readme()
+    results = report.load(ROOT / "docs/results/privacy_cpu/results.json")
+    rows = {(e["room"], e["defense"]): e for e in report._rows(results)}
+    rooms = ("bedroom", "office", "livingroom")
+    plain, paper = "splitnerf", "s2nerf c=1.2 r=1e-4"
+
+    def m(room, defense, key, part="sma"):
+        return rows[(room, defense)][part][key]["mean"]
+
+    f = lambda v: f"{v:+.2f}"  # noqa: E731
+    leak = {d: [m(r, d, "leakage_cmpsnr") for r in rooms] for d in (plain, paper)}
+    assert (f"The best attack beats the floor by {f(leak[plain][0])} (bedroom), {f(leak[plain][1])} (office) and "
+            f"{f(leak[plain][2])} (living room).") in text
+    share = [m(r, plain, "gradient_share_cmpsnr") for r in rooms]
+    spread = rows[("livingroom", plain)]["sma"]["gradient_share_cmpsnr"]["std"]
+    assert share[0] < 0 and share[1] < 0 and 0 < share[2] < spread  # embedding attack best in two rooms
+    assert (f"the gradient share is {share[0]:.2f} and {share[1]:.2f}".replace("-", "−") in text and
+            f"ahead by {f(share[2])} ± {spread:.2f}, within the seed spread" in text)
+    assert f"leaves {f(leak[paper][0])}, {f(leak[paper][1])} and {f(leak[paper][2])} of leakage" in text
+    own = [m(r, paper, "attack_leakage_cmpsnr") for r in rooms]
+    assert f"margin falls to {f(min(own))} to {f(max(own))}" in text
+    office_embedding = m("office", paper, "embedding_attack_leakage_cmpsnr")
+    assert office_embedding == max(m(r, paper, "embedding_attack_leakage_cmpsnr") for r in rooms)
+    assert f"in the office the embedding attack still shows {f(office_embedding)}" in text
+    assert sum(v <= 0.5 for v in leak[paper]) == 2 and "within 0.5 dB of the floor in two rooms of three" in text
+    lost = [m(r, plain, "psnr", "victim") - m(r, paper, "psnr", "victim") for r in rooms]
+    assert f"The victim loses {lost[0]:.2f}, {lost[1]:.2f} and {lost[2]:.2f} dB." in text
+    raw = [m(r, d, "attack_psnr") for r in rooms for d in (plain, paper)]
+    assert f"Raw attacker PSNR ({min(raw):.1f} to {max(raw):.1f} dB in every cell)" in text
+    assert all(abs(m(r, plain, "attack_psnr") - m(r, paper, "attack_psnr")) < 0.1 for r in rooms)  # no separation
+    private = {(r, d): m(r, d, "leakage_private_cmpsnr") for r in rooms for d in (plain, paper)}
+    top = max(private, key=private.get)
+    assert top == ("office", plain) and all(v < 0 for k, v in private.items() if k != top)
+    assert (f"The private leakage is at most {f(private[top])} (office, undefended); every other cell is "
+            "negative.") in text
+    ssma = {d: [m(r, d, "attack_leakage_cmpsnr", "ssma") for r in rooms] for d in (plain, paper)}
+    assert (f"margin is {f(min(ssma[plain]))} to {f(max(ssma[plain]))} undefended, and {f(ssma[paper][0])}, "
+            f"{f(ssma[paper][1])} and {f(ssma[paper][2])} with the defense") in text
+    dummy = max(abs(m(r, d, "dummy_leakage_cmpsnr", "dummies")) for r in rooms for d in (plain, paper))
+    assert f"(within ±{dummy:.2f} in every cell)" in text
+    lum = {d: [m(r, d, "dummy_leakage_cm_lum_ssim", "dummies") for r in rooms] for d in (plain, paper)}
+    assert (f"Their cm lum-SSIM margin is {f(min(lum[plain]))} to {f(max(lum[plain]))} undefended and "
+            f"{f(min(lum[paper]))} to {f(max(lum[paper]))} with the defense") in text
+
+
+def test_readme_privacy_block_follows_raw_scores():
+    """Shifting one raw score of one committed cell changes the privacy block; shifting the stored derived fields
+    (leakage, margins, gradient share, floor, the stored summary) does not."""
+    from s2nerf_ns.bench import report
+
+    results = report.load(ROOT / "docs/results/privacy_cpu/results.json")
+    before = report.privacy_tables(results)
+    results["summary"] = {}
+    for c in results["cells"].values():
+        for part in ("sma", "ssma", "dummies"):
+            for k in list(c.get(part) or {}):
+                if k.startswith(("leakage_", "attack_leakage_", "embedding_attack_leakage_", "gradient_share_",
+                                 "dummy_leakage_")) or k in {f"floor_{m}" for m in frontier_report.METRICS}:
+                    c[part][k] += 1.0
+    assert report.privacy_tables(results) == before
+    results["cells"]["office/splitnerf/seed42"]["sma"]["embedding_attack_cmpsnr"] += 2.0
+    assert report.privacy_tables(results) != before
+
+
+# --------------------------------------------------------------------------------------- geometry in the verdict
+def with_geometry(rec: dict, leak: float, vs_victim: float = 0.9) -> dict:
+    """``rec`` with per-view depth scores (``geometry_<name>_[private_]<metric>``): every floor at abs-rel 0.3 and
+    30 % within 10 %, every attack ``leak`` better than that on both metrics (the surrogate a little worse)."""
+    attacks, floors = frontier_cells.GEOMETRY_SOURCES
+    for row, d in zip(rec["per_view"], OFFSETS):
+        for p in ("", "private_"):
+            for f in floors:
+                row[f"geometry_{f}_{p}absrel"], row[f"geometry_{f}_{p}within10"] = 0.3, 0.3
+            for i, a in enumerate(attacks):
+                gain = leak + 0.01 * d - 0.01 * i
+                row[f"geometry_{a}_{p}absrel"], row[f"geometry_{a}_{p}within10"] = 0.3 - gain, 0.3 + gain
+        for a in attacks:
+            row[f"geometry_{a}_vs_victim_absrel"], row[f"geometry_{a}_vs_victim_within10"] = 0.01, vs_victim
+    return rec
+
+
+def test_geometry_cells_are_judged_and_rendered():
+    """A setting that hides the colour but not the geometry fails the goal on its geometry cells; the geometry
+    table shows the leakage, the worst ratio and the outcomes, recomputed from the per-view depth scores."""
+    records = [with_geometry(record("office", "splitnerf", 0.0, 42, 25.0, 0.3), 0.2),
+               with_geometry(record("office", "hides-colour", 1.0, 42, 24.5, 0.01), 0.15),
+               with_geometry(record("office", "hides-both", 1.0, 42, 24.5, 0.01), 0.01, vs_victim=0.2)]
+    verdict = frontier_report.verdicts(records)
+    colour_only = frontier_report.verdicts(records, frontier_report.METRICS)
+    assert colour_only[("hides-colour", 1.0)]["meets_goal"] and colour_only[("hides-both", 1.0)]["meets_goal"]
+    leaky = verdict[("hides-colour", 1.0)]
+    assert leaky["verdict"] == "fail" and leaky["worst"][0][0].startswith(frontier_report.GEOMETRY)
+    assert leaky["worst"][1] == pytest.approx(0.15 / 0.2)
+    assert verdict[("hides-both", 1.0)]["meets_goal"]
+    text = frontier_report.markdown({"preset": "handmade", "records": records})
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.count("|") == 11}
+    assert "+0.150 | +0.150 | +0.150 | +0.150 | 0.75 [" in rows["hides-colour"]
+    assert rows["hides-colour"].rstrip().endswith("| 0 / 4 / 0 / 0 | 0.900 |")
+    assert rows["hides-both"].rstrip().endswith("| 4 / 0 / 0 / 0 | 0.200 |")
+    assert "| victim |" not in text and "| unknown |" in rows["splitnerf"]
+    assert "Geometry (depth) leakage: not measured" not in text
+    cells_text = frontier_report.cells_markdown({"records": records})
+    assert "| hides-colour | 1 | office | geometry private | within10 | +0.150 [" in cells_text
+    for r in records:  # without depth scores: one line, and the geometry cells are neither judged nor listed
+        for row in r["per_view"]:
+            for k in [k for k in row if k.startswith("geometry_")]:
+                del row[k]
+    text = frontier_report.markdown({"preset": "handmade", "records": records})
+    assert "Geometry (depth) leakage: not measured" in text
+    assert "geometry" not in frontier_report.cells_markdown({"records": records})
+
+
+def test_every_committed_record_moves_its_cell():
+    """Every record of the README's frontier counts: shifting its raw PSNR, its best render attack's raw score or
+    its dummies' raw score moves the cell it belongs to (a splitnerf record: the cells of its room and seed)."""
+    records = json.loads(COMMITTED_FRONTIER.read_text())["records"]
+    groups = {}
+    for r in records:
+        groups.setdefault((r["room"], r["family"], r["value"]), []).append(r)
+
+    def cell_of(room, family, value):  # the cell's point values, as frontier_cells.cell computes them (no bootstrap)
+        defended = sorted(groups[(room, family, value)], key=lambda r: r["seed"])
+        reference = [next(x for x in groups[(room, "splitnerf", 0.0)] if x["seed"] == r["seed"]) for r in defended]
+        stats = {}
+        for source in frontier_cells.SOURCES:
+            samples = [frontier_cells.paired(d, ref, source)[0] for d, ref in zip(defended, reference)]
+            stats.update(frontier_cells.statistics(confidence.seed_means(samples), source))
+        keys = ("psnr_lost", "defended|render|cm_lum_ssim", "defended|dummies|cm_lum_ssim",
+                "reference|render|cm_lum_ssim", "reference|dummies|cm_lum_ssim")
+        return tuple(float(stats[k]) for k in keys)
+
+    for r in records:
+        # a defended record is judged against splitnerf of its seed; a splitnerf record moves the reference of
+        # every setting on its room (checked on the paper's point)
+        family, value = (r["family"], r["value"]) if r["family"] != "splitnerf" else frontier.PAPER_POINT
+        before = cell_of(r["room"], family, value)
+        best = max(frontier_cells.EVAL_ATTACKS, key=lambda a: r["leakage"].get(f"{a}_cm_lum_ssim", -math.inf))
+        reference = r["family"] == "splitnerf"
+        shifts = [(r, "psnr", 0), (r["leakage"], f"{best}_cm_lum_ssim", 3 if reference else 1),
+                  (r["dummies"]["dummy_metrics"], "dummy_attack_cm_lum_ssim", 4 if reference else 2)]
+        for target, key, moved in shifts:
+            target[key] += 0.5
+            after = cell_of(r["room"], family, value)
+            target[key] -= 0.5
+            assert after[moved] != before[moved], (r["room"], r["family"], r["value"], r["seed"], key)

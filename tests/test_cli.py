@@ -6,6 +6,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 
 ROOM = ["s2nerf-rooms", "--resolution", "24", "--spp", "2", "--num-views", "16", "--num-extra-views", "2"]
 TINY = ["--max-num-iterations", "20", "--vis", "tensorboard", "--steps-per-eval-image", "100000",
@@ -23,21 +25,24 @@ def run(args, cwd, timeout=600):
     return proc
 
 
-def train(method, tmp_path, *extra):
+def ns_train(method, tmp_path, *extra):
+    """The ns-train command in a subprocess on the tiny room; returns the run's config.yml."""
     run(["ns-train", method, *TINY, "--output-dir", str(tmp_path / "outputs"), "--experiment-name", "cli",
          *extra, *ROOM], cwd=tmp_path)
     (config,) = (tmp_path / "outputs" / "cli" / method).glob("*/config.yml")
     return config
 
 
+@pytest.mark.slow
 def test_ns_train_help_lists_the_methods():
     out = run(["ns-train", "--help"], cwd=".").stdout
     for method in METHODS:
         assert method in out, method
 
 
+@pytest.mark.slow
 def test_train_eval_render_viewer_on_s2nerf(tmp_path):
-    config = train("s2nerf", tmp_path)
+    config = ns_train("s2nerf", tmp_path)
     run_dir = config.parent
     assert json.loads((run_dir / "transcript.json").read_text())["steps"] == 20
     run(["ns-eval", "--load-config", str(config), "--output-path", str(tmp_path / "eval.json")], cwd=tmp_path)
@@ -64,8 +69,9 @@ def test_train_eval_render_viewer_on_s2nerf(tmp_path):
         viewer.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_attack_run_and_eval_report_attack_metrics(tmp_path):
-    config = train("splitnerf-sma", tmp_path)
+    config = ns_train("splitnerf-sma", tmp_path)
     run(["ns-eval", "--load-config", str(config), "--output-path", str(tmp_path / "eval.json")], cwd=tmp_path)
     results = json.loads((tmp_path / "eval.json").read_text())["results"]
     for key in ("psnr", "attack_psnr", "attack_ssim", "attack_cipsnr", "attack_lum_ssim", "attack_baseline_psnr",
@@ -74,6 +80,7 @@ def test_attack_run_and_eval_report_attack_metrics(tmp_path):
     assert (config.parent / "attack" / "dummies_gt_vs_dummy.png").exists()
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_cleanly(tmp_path):
     """Each bad input: a non-zero exit and ONE line naming it (no traceback, no tyro box), nothing written."""
     out = tmp_path / "outputs"

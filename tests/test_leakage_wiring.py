@@ -10,7 +10,8 @@ import torch
 
 from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig
 from s2nerf_ns.evaluation.leakage import ColourMap, floor_scores, score_image
-from s2nerf_ns.integration.attack_pipeline import aggregate, derived_leakage, load_masks
+from s2nerf_ns.evaluation.private_masks import load_masks
+from s2nerf_ns.evaluation.run_scores import aggregate, derived_leakage
 from s2nerf_ns.protocol.channel import ServerView
 from s2nerf_ns.protocol.client import ClientHead
 from s2nerf_ns.protocol.rendering import VolumeRenderer
@@ -30,6 +31,7 @@ def ssma_run(tmp_path_factory):
     return train(config)
 
 
+@pytest.mark.slow
 def test_eval_reports_floor_embedding_leakage_share_and_private(ssma_run):
     summary = json.loads((ssma_run.base_dir / "attack" / "attack_summary.json").read_text())
     metrics = summary["eval_metrics"]
@@ -58,6 +60,7 @@ def test_eval_reports_floor_embedding_leakage_share_and_private(ssma_run):
                                            "inversion_attack", "dummy", "dummy_floor_surrogate"}
 
 
+@pytest.mark.slow
 def test_floor_and_embedding_attack_are_in_the_checkpoint(ssma_run):
     pipeline = ssma_run.pipeline
     ckpt = sorted((ssma_run.base_dir / "nerfstudio_models").glob("*.ckpt"))[-1]
@@ -71,6 +74,7 @@ def test_floor_and_embedding_attack_are_in_the_checkpoint(ssma_run):
     assert int(pipeline.floor_attacker.step_count) == int(pipeline.surrogate.step_count)
 
 
+@pytest.mark.slow
 def test_ns_eval_scores_the_final_attacker(ssma_run):
     """ns-eval (eval_setup + get_average_eval_image_metrics on the saved checkpoint) reports exactly the
     attack numbers written to attack/attack_summary.json at the end of training."""

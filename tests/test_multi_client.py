@@ -22,11 +22,11 @@ import torch
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.protocol.view_recorder import read_server_views
 from s2nerf_ns.transport.client import RemoteOptions
-from s2nerf_ns.transport.server import sampler_seed
 from s2nerf_ns.transport.server_cli import ServerConfig
 from s2nerf_ns.transport.wire import encode
-from conftest import random_batch, tiny_model
-from test_two_process import SEED, ServerProcess, free_port, make_optimizer, server_field_state
+from conftest import tiny_model
+from helpers import train_model
+from test_two_process import SEED, ServerProcess, free_port, server_field_state
 
 pytestmark = pytest.mark.timeout(500)
 TOKENS = {"alice": "alice-token-1", "bob": "bob-token-2", "carol": "carol-token-3"}
@@ -58,42 +58,22 @@ def tokens(tmp_path):
     return listing, files
 
 
-def train(model, steps, batch_seed, log=None):
-    """The in-process loop of test_two_process, with this client's own batches."""
-    opts = [make_optimizer(v) for v in model.get_param_groups().values()]
-    losses = []
-    model.train()
-    for step in range(steps):
-        model.channel.step = step
-        torch.manual_seed(sampler_seed(SEED, step))  # used by the in-process reference only (its sampler)
-        bundle, batch = random_batch(seed=batch_seed + step % 2)
-        loss = sum(model.get_loss_dict(model(bundle), batch).values())
-        for opt, _ in opts:
-            opt.zero_grad()
-        loss.backward()
-        for opt, sched in opts:
-            opt.step()
-            sched.step()
-        losses.append(loss.item())
-        if log is not None:
-            log.append(time.monotonic())
-    return losses
-
-
 CAROL = """
 import sys, torch
 from conftest import tiny_model
 from s2nerf_ns.transport.client import RemoteOptions
-from test_multi_client import train
+from helpers import train_model
 model = tiny_model(server_address=sys.argv[1], server_token_file=sys.argv[2], remote=RemoteOptions(insecure=True))
 class Log(list):
     def append(self, t):
         print("step", len(self), flush=True)
         super().append(t)
-train(model, 10 ** 6, batch_seed=7, log=Log())
+log = Log()
+train_model(model, 10 ** 6, batch_seed=7, during=log.append)
 """
 
 
+@pytest.mark.slow
 def test_two_clients_train_at_once_each_equal_to_its_run_alone_and_a_third_ones_faults_touch_neither(
         tmp_path, tokens):
     listing, files = tokens
@@ -102,7 +82,7 @@ def test_two_clients_train_at_once_each_equal_to_its_run_alone_and_a_third_ones_
     for name in ("alice", "bob"):  # each run alone (in one process; two processes alone are bit-identical to it)
         model = tiny_model()
         head = {k: v.clone() for k, v in model.client_head.state_dict().items()}  # the client's initialisation
-        alone[name] = (train(model, steps, seeds[name]), model.server.field.state_dict())
+        alone[name] = (train_model(model, steps, batch_seed=seeds[name])[0], model.server.field.state_dict())
     assert alone["alice"][0] != alone["bob"][0]
 
     server = MultiServer(tmp_path / "server", listing, free_port(), "--checkpoint-every", "2",
@@ -125,7 +105,8 @@ def test_two_clients_train_at_once_each_equal_to_its_run_alone_and_a_third_ones_
 
         def run(name):
             try:
-                results[name] = train(models[name], steps, seeds[name], log=times[name])
+                results[name] = train_model(models[name], steps, batch_seed=seeds[name],
+                                            during=lambda step: times[name].append(time.monotonic()))[0]
             except BaseException as err:  # noqa: B902 - reported by the main thread
                 errors.append((name, err))
 

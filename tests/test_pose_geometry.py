@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from s2nerf_ns.attacks.pose import pixel_rays, pose_errors
-from s2nerf_ns.attacks.pose_geometry import (GeometrySearchConfig, GeometrySearchResult, StructureLevel,
-                                             orientation_field, refine_pose_geometry, score_poses, search_pose_geometry,
-                                             structure_tensor)
-from s2nerf_ns.attacks.pose_pnp import c2w_to_cv, cv_to_c2w, pnp_rounds
-from s2nerf_ns.attacks.pose_search import search_pose
-from s2nerf_ns.attacks.pose_search_parts import _perturb
+from s2nerf_ns.attacks.pose.camera import pixel_rays, pose_errors
+from s2nerf_ns.attacks.pose.colour_search import search_pose
+from s2nerf_ns.attacks.pose.config import GeometrySearchConfig, GeometrySearchResult
+from s2nerf_ns.attacks.pose.geometry_search import refine_pose_geometry, score_poses, search_pose_geometry
+from s2nerf_ns.attacks.pose.pnp import c2w_to_cv, cv_to_c2w, pnp_rounds
+from s2nerf_ns.attacks.pose.structure import StructureLevel, orientation_field, structure_tensor
 from analytic_room import INTRINSICS, single_thread
-from furnished_room import LEAK_C2W, furnished_depth, furnished_photo, furnished_render
-from test_pose_search_trained import steep_training_poses
+from furnished_room import LEAK_C2W, furnished_depth, furnished_photo, furnished_render, perturbed
+from steep_views import steep_training_poses
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,14 +28,8 @@ CHEAP = GeometrySearchConfig(num_positions=8, num_directions=32, roll_deg=(0.0,)
                              pyramid_sizes=(16,), pyramid_iters=1, pnp_rounds=1, final_size=32)
 
 
-def perturbed(rot_deg: float, trans: float, n: int, seed: int) -> torch.Tensor:
-    """``n`` random perturbations of the leaked pose (rotation about its centre ~ rot_deg, centre ~ trans)."""
-    return _perturb(LEAK_C2W[None], torch.tensor([rot_deg * torch.pi / 180 / 3 ** 0.5]),
-                    torch.tensor([trans / 3 ** 0.5]), n, torch.Generator().manual_seed(seed))[0]
-
-
 def test_the_leaked_view_is_far_from_every_training_view():
-    from s2nerf_ns.attacks.pose_search import rotation_angle_deg
+    from s2nerf_ns.attacks.pose.camera import rotation_angle_deg
     assert float(rotation_angle_deg(steep_training_poses()[:, :, :3], LEAK_C2W[:, :3]).min()) >= 60.0
 
 

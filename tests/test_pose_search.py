@@ -12,10 +12,11 @@ import time
 import pytest
 import torch
 
-from s2nerf_ns.attacks.pose import pose_errors, retrieve_pose
-from s2nerf_ns.attacks.pose_search import (PoseSearchConfig, PoseSearchResult, checkerboard_folds, coarse_candidates,
-                                            colour_fit, cv_fit, fibonacci_sphere, look_rotations, rotation_angle_deg,
-                                            search_pose)
+from s2nerf_ns.attacks.pose.camera import fibonacci_sphere, look_rotations, pose_errors, rotation_angle_deg
+from s2nerf_ns.attacks.pose.colour_search import coarse_candidates, search_pose
+from s2nerf_ns.attacks.pose.config import PoseSearchConfig, PoseSearchResult
+from s2nerf_ns.attacks.pose.objectives import checkerboard_folds, colour_fit, cv_fit
+from s2nerf_ns.attacks.pose.retrieval import retrieve_pose
 from analytic_room import (INTRINSICS, LEAK_C2W, render_photo, room_render, single_thread, surrogate_render,
                            training_poses)
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 
-from s2nerf_ns.attacks.pose import apply_correction, pose_errors, refine_pose
+from s2nerf_ns.attacks.pose.camera import apply_correction, pose_errors
+from s2nerf_ns.attacks.pose.retrieval import refine_pose
 from helpers import tiny_config, train
 
 
@@ -30,6 +31,7 @@ def victim_render(pipeline):
     return render
 
 
+@pytest.mark.slow
 def test_pose_refinement_recovers_a_perturbed_pose(ssma_run):
     pipeline = ssma_run.pipeline
     dataset = pipeline.datamanager.train_dataset
@@ -50,6 +52,7 @@ def test_pose_refinement_recovers_a_perturbed_pose(ssma_run):
     assert after["translation_error"] < 0.5 * before["translation_error"]
 
 
+@pytest.mark.slow
 def test_leak_supervision_changes_only_the_surrogate(ssma_run):
     pipeline = ssma_run.pipeline
     victim = {k: v.clone() for k, v in pipeline.model.state_dict().items()}
@@ -61,6 +64,7 @@ def test_leak_supervision_changes_only_the_surrogate(ssma_run):
     assert any(not torch.equal(v, head[k]) for k, v in pipeline.surrogate.head.state_dict().items())
 
 
+@pytest.mark.slow
 def test_ssma_run_writes_leaked_images_and_poses(ssma_run):
     folder = ssma_run.base_dir / "attack"
     report = json.loads((folder / "leaked_poses.json").read_text())

@@ -19,7 +19,8 @@ from s2nerf_ns.protocol.view_recorder import FORMAT, bytes_per_ray, read_server_
 from s2nerf_ns.transport.client import RemoteOptions, RemoteServerError
 from s2nerf_ns.transport.server_cli import ServerConfig
 from conftest import tiny_model
-from test_two_process import ServerProcess, free_port, train
+from helpers import train_model
+from test_two_process import ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(400)
 TOKEN = "record-token"
@@ -32,6 +33,7 @@ def token_file(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_the_server_record_equals_what_it_received_across_a_restart(tmp_path, token_file):
     defense = DefenseConfig(kind="s2nerf")  # a defended gradient, and public settings to carry in Hello
     # 0.5 MiB over the client's 100 steps: 8 of the 32 rays of each step (8 samples, h 16 wide)
@@ -50,7 +52,7 @@ def test_the_server_record_equals_what_it_received_across_a_restart(tmp_path, to
                 proc.kill()
                 threading.Thread(target=lambda: (time.sleep(0.5), proc.start(wait=False)), daemon=True).start()
 
-        train(remote, 6, during=faults)
+        train_model(remote, 6, during=faults)
         assert remote.server.reconnects >= 1
         proc.stop()  # SIGTERM: the last checkpoint, and the record with it
     finally:

@@ -27,7 +27,8 @@ from s2nerf_ns.transport.client import RemoteOptions, RemoteServerError, check_r
 from s2nerf_ns.transport.server_cli import ServerConfig, run
 from s2nerf_ns.transport.wire import SCHEDULE_DEFAULTS, encode
 from conftest import random_batch, tiny_model
-from test_two_process import TOKEN, ServerProcess, free_port, make_optimizer, remote_model, server_field_state, train
+from helpers import make_optimizer, train_model
+from test_two_process import TOKEN, ServerProcess, free_port, remote_model, server_field_state
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -50,7 +51,7 @@ def certs(tmp_path_factory):
 
 # ---------------------------------------------------------------------------- server values at startup
 @pytest.mark.parametrize("args, line", [
-    (["--insecure", "--attack", "sma"], "--attack sma needs --image-size"),
+    (["--insecure", "--attack", "ssma"], "--attack ssma needs --leaked-views DIR"),  # sma: size from Hello
     (["--insecure", "--listen", "127.0.0.1"], "--listen 127.0.0.1: give host:port"),
     (["--insecure", "--listen", "127.0.0.1:0"], "--listen 127.0.0.1:0: give host:port"),
     (["--insecure", "--checkpoint-every", "0"], "--checkpoint-every 0: give at least 1"),
@@ -180,7 +181,7 @@ def test_a_refused_hello_is_logged_as_refused_once_the_run_folder_exists(tmp_pat
             hello(encode("hello", meta={"protocol": 1, "arch": {"num_levels": 10 ** 9}})[0],
                   metadata=(("s2nerf-token", TOKEN),), timeout=20)
         assert not proc.run_dir.exists()
-        train(remote_model(proc.address, token_file, reference), 2)
+        train_model(remote_model(proc.address, token_file, reference), 2)
     finally:
         proc.kill()
     received = [json.loads(line) for line in (proc.run_dir / "received.jsonl").read_text().splitlines()]
@@ -190,6 +191,7 @@ def test_a_refused_hello_is_logged_as_refused_once_the_run_folder_exists(tmp_pat
 
 
 # ---------------------------------------------------------------------------- TLS
+@pytest.mark.slow
 def test_tls_equals_plaintext_bit_for_bit_and_a_wrong_ca_or_name_is_refused_in_one_line(tmp_path, token_file, certs):
     (cert, key), (other_cert, _) = certs
     plain = ServerProcess(tmp_path / "plain", token_file, free_port(), "--checkpoint-every", "1").start()
@@ -197,9 +199,9 @@ def test_tls_equals_plaintext_bit_for_bit_and_a_wrong_ca_or_name_is_refused_in_o
                         str(cert), "--tls-key", str(key)).start()
     try:
         reference = tiny_model()
-        plain_losses, _ = train(remote_model(plain.address, token_file, reference), 4)
+        plain_losses, _ = train_model(remote_model(plain.address, token_file, reference), 4)
         tls_address = f"localhost:{tls.port}"
-        tls_losses, _ = train(remote_model(tls_address, token_file, reference, insecure=False, tls_ca=cert), 4)
+        tls_losses, _ = train_model(remote_model(tls_address, token_file, reference, insecure=False, tls_ca=cert), 4)
         assert tls_losses == plain_losses
         a, b = server_field_state(plain.run_dir), server_field_state(tls.run_dir)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -243,8 +245,8 @@ def test_the_server_takes_its_schedule_from_hello_and_refuses_an_explicit_mismat
     explicit = ServerProcess(tmp_path / "explicit", token_file, free_port(), "--lr-max-steps", "5000").start()
     try:
         remote = remote_model(follows.address, token_file, reference, server_schedule=SHORT)
-        ref_losses, _ = train(reference, 8, opts=opts)
-        losses, _ = train(remote, 8)
+        ref_losses, _ = train_model(reference, 8, opts=opts)
+        losses, _ = train_model(remote, 8)
         assert losses == ref_losses
         state = server_field_state(follows.run_dir)
         for name, value in reference.server.field.state_dict().items():
@@ -272,7 +274,7 @@ def test_a_full_replay_buffer_asks_for_a_checkpoint_and_replay_still_recovers(tm
         budget = 40_000  # bytes: a step's messages held here are about 18 kB (rays, and the 16 kB gradient)
         remote = remote_model(proc.address, token_file, reference, replay_buffer_mb=budget / (1 << 20),
                               reconnect_timeout_s=90)
-        ref_losses, _ = train(reference, 6)
+        ref_losses, _ = train_model(reference, 6)
 
         def fault(step):
             if step == 5:  # after the forward of step 5: the steps after the requested checkpoint are replayed
@@ -281,7 +283,7 @@ def test_a_full_replay_buffer_asks_for_a_checkpoint_and_replay_still_recovers(tm
                 proc.kill()
                 proc.start(wait=False)
 
-        losses, _ = train(remote, 6, during=fault)
+        losses, _ = train_model(remote, 6, during=fault)
         assert losses == ref_losses and remote.server.reconnects >= 1
     finally:
         proc.stop()  # SIGTERM: the server checkpoints on the way out

@@ -6,33 +6,15 @@ import torch
 from s2nerf_ns.protocol.channel import CLIENT_TO_SERVER, SERVER_TO_CLIENT
 from s2nerf_ns.defenses import DefenseConfig, NonFiniteGradientError
 from s2nerf_ns.integration.model import SplitNerfModelConfig
+from s2nerf_ns.protocol.server import ServerFieldConfig
 from conftest import TINY, random_batch, tiny_model
-
-
-def train(model, steps=20, lr=1e-2):
-    groups = model.get_param_groups()
-    opts = {k: torch.optim.Adam(v, lr=lr, eps=1e-15) for k, v in groups.items()}
-    losses, snapshots = [], []
-    model.train()
-    for step in range(steps):
-        model.channel.step = step
-        torch.manual_seed(100 + step)  # same stratified jitter in both runs
-        bundle, batch = random_batch(seed=step % 2)
-        out = model(bundle)
-        loss = sum(model.get_loss_dict(out, batch).values())
-        for o in opts.values():
-            o.zero_grad()
-        loss.backward()
-        for o in opts.values():
-            o.step()
-        losses.append(loss.item())
-    snapshots = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return losses, snapshots
+from helpers import train_model
 
 
 def test_split_with_identity_hook_equals_unsplit_training():
-    split_losses, split_state = train(tiny_model(split=True))
-    central_losses, central_state = train(tiny_model(split=False))
+    split, central = tiny_model(split=True), tiny_model(split=False)
+    (split_losses, _), (central_losses, _) = train_model(split, 20), train_model(central, 20)
+    split_state, central_state = split.state_dict(), central.state_dict()
     assert len(split_losses) == 20
     assert split_losses == pytest.approx(central_losses, rel=1e-5, abs=1e-7)
     assert split_losses[-1] < split_losses[0]
@@ -42,7 +24,7 @@ def test_split_with_identity_hook_equals_unsplit_training():
 
 def test_transcript_declares_every_crossing_and_only_the_gradient_comes_from_pixels():
     model = tiny_model()
-    train(model, steps=3)
+    train_model(model, 3)
     crossings = model.channel.transcript.for_step(2)
     names = {(c.direction, c.name) for c in crossings}
     assert names == {
@@ -71,7 +53,7 @@ def test_eval_renders_are_not_recorded():
 def test_proposal_sampler_declares_weights_sent_to_server():
     model = tiny_model(sampler="proposal", num_proposal_samples=(16,))
     assert "server_proposal" in model.get_param_groups()
-    train(model, steps=2)
+    train_model(model, 2)
     names = [(c.direction, c.name) for c in model.channel.transcript.for_step(1)]
     assert (CLIENT_TO_SERVER, "proposal_weights") in names
 
@@ -121,7 +103,7 @@ def test_nan_gradient_fails_the_step_clearly():
 @pytest.mark.parametrize("cut", [-1, 2, 5])
 def test_impossible_cut_depth(cut):
     with pytest.raises(ValueError, match="--pipeline.model.cut-depth"):
-        SplitNerfModelConfig(cut_depth=cut, num_density_layers=2)
+        SplitNerfModelConfig(server=ServerFieldConfig(cut_depth=cut, num_density_layers=2))
 
 
 def test_deeper_cut_moves_layers_to_the_server():
@@ -135,10 +117,13 @@ def test_deeper_cut_moves_layers_to_the_server():
 
 
 def test_s2nerf_with_zero_noise_scale_equals_splitnerf_step_for_step():
-    plain_losses, plain_state = train(tiny_model())
+    plain = tiny_model()
+    plain_losses, _ = train_model(plain, 20)
+    plain_state = plain.state_dict()
     zero = tiny_model(defense=DefenseConfig(kind="s2nerf", noise_scale=1.2))
     zero.channel.defense.gradient.noise_scale = 0.0  # the config refuses c = 0 (issue 21): set it on the s2nerf path
-    zero_losses, zero_state = train(zero)
+    zero_losses, _ = train_model(zero, 20)
+    zero_state = zero.state_dict()
     assert plain_losses == zero_losses
     for key, value in plain_state.items():
         assert torch.equal(zero_state[key], value), key
@@ -146,7 +131,7 @@ def test_s2nerf_with_zero_noise_scale_equals_splitnerf_step_for_step():
 
 def test_unbounded_option_for_real_captures_trains():
     model = tiny_model(unbounded=True, far_plane=20.0)
-    losses, _ = train(model, steps=3)
+    losses, _ = train_model(model, 3)
     assert all(torch.isfinite(torch.tensor(losses)))
     with torch.no_grad():
         model.eval()

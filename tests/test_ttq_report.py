@@ -54,3 +54,7 @@ def test_ratio_to_nerfacto_uses_cpu_time():
 def test_missing_record_fails(tmp_path):
     with pytest.raises(FileNotFoundError):
         ttq_report.load(tmp_path / "ttq.json")
+
+
+def test_readme_ttq_block_is_generated_from_the_committed_record():
+    assert ttq_report.readme_matches(ROOT / "README.md", RECORD)  # fails (not skips) without the record

@@ -18,17 +18,15 @@ import numpy as np
 import pytest
 import torch
 
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-
 from s2nerf_ns.protocol.channel import CLIENT_TO_SERVER, SERVER_TO_CLIENT
 from s2nerf_ns.transport.client import RemoteOptions, RemoteServerError
-from s2nerf_ns.transport.server import sampler_seed
 from s2nerf_ns.transport.wire import WireError, decode, encode
 from conftest import random_batch, tiny_model
+from helpers import SERVER_SEED, train_model
 
 pytestmark = pytest.mark.timeout(400)
 TOKEN = "s3cret-token"
-SEED = 0  # tiny_model seeds 0 before building the server field, so the server's init matches
+SEED = SERVER_SEED  # tiny_model seeds 0 before building the server field, so the server's init matches
 
 
 def free_port() -> int:
@@ -99,36 +97,6 @@ def server(tmp_path, token_file):
     proc.kill()
 
 
-def make_optimizer(params):
-    """The methods' optimizer (integration/methods.py), as the server builds it."""
-    opt = torch.optim.Adam(params, lr=1e-2, eps=1e-15, betas=(0.9, 0.99))
-    sched = ExponentialDecaySchedulerConfig(lr_final=1e-3, max_steps=5000).setup().get_scheduler(opt, 1e-2)
-    return opt, sched
-
-
-def train(model, steps, first=0, opts=None, during=None):
-    """In-process training loop as in test_split_model, with the server's per-step sampler seed."""
-    opts = opts or [make_optimizer(v) for v in model.get_param_groups().values()]
-    losses = []
-    model.train()
-    for step in range(first, first + steps):
-        model.channel.step = step
-        torch.manual_seed(sampler_seed(SEED, step))  # the remote server seeds its jitter the same way
-        bundle, batch = random_batch(seed=step % 2)
-        out = model(bundle)
-        loss = sum(model.get_loss_dict(out, batch).values())
-        if during is not None:
-            during(step)
-        for opt, _ in opts:
-            opt.zero_grad()
-        loss.backward()
-        for opt, sched in opts:
-            opt.step()
-            sched.step()
-        losses.append(loss.item())
-    return losses, opts
-
-
 def remote_model(address, token_file, reference, **options):
     model = tiny_model(server_address=address, server_token_file=token_file,
                        remote=RemoteOptions(**{"insecure": True, **options}))
@@ -143,8 +111,8 @@ def server_field_state(run_dir: Path):
 def test_two_processes_equal_one_process_and_the_wire_equals_the_transcript(server, token_file):
     reference = tiny_model()
     remote = remote_model(server.address, token_file, reference)
-    ref_losses, _ = train(reference, 20)
-    losses, _ = train(remote, 20)
+    ref_losses, _ = train_model(reference, 20)
+    losses, _ = train_model(remote, 20)
     assert losses == ref_losses  # fp32 wire: bit-identical
     for (name, p), q in zip(remote.client_head.state_dict().items(), reference.client_head.state_dict().values()):
         assert torch.equal(p, q), name
@@ -225,7 +193,7 @@ def test_wrong_token_malformed_and_oversized_messages_are_refused_and_the_server
     assert server.proc.poll() is None
     again = tiny_model(server_address=server.address, server_token_file=token_file,  # still serving
                        remote=RemoteOptions(insecure=True))
-    losses, _ = train(again, 2)
+    losses, _ = train_model(again, 2)
     assert all(torch.isfinite(torch.tensor(losses)))
     with pytest.raises(WireError):
         decode(b"S2NW\x01\xff\xff\xff\xff")
@@ -239,12 +207,13 @@ def test_server_gone_is_one_clear_error_naming_the_address(token_file):
     assert address in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_server_killed_mid_training_restarts_from_its_checkpoint_with_no_step_lost_or_repeated(tmp_path, token_file):
     proc = ServerProcess(tmp_path / "server", token_file, free_port(), "--checkpoint-every", "2").start()
     try:
         reference = tiny_model()
         remote = remote_model(proc.address, token_file, reference, reconnect_timeout_s=90)
-        ref_losses, _ = train(reference, 8)
+        ref_losses, _ = train_model(reference, 8)
 
         def restart_later():
             threading.Thread(target=lambda: (time.sleep(0.5), proc.start(wait=False)), daemon=True).start()
@@ -257,7 +226,7 @@ def test_server_killed_mid_training_restarts_from_its_checkpoint_with_no_step_lo
                 proc.kill()
                 restart_later()
 
-        losses, _ = train(remote, 8, during=faults)
+        losses, _ = train_model(remote, 8, during=faults)
         assert remote.server.reconnects >= 2
         assert losses == ref_losses
         state = server_field_state(proc.run_dir)
@@ -273,8 +242,8 @@ def test_sparse_wire_is_lossless(server, token_file):
     update (its ReLU zeroes those entries), and sends fewer bytes."""
     reference = tiny_model()
     sparse = remote_model(server.address, token_file, reference, sparse=True)
-    ref_losses, _ = train(reference, 6)
-    losses, _ = train(sparse, 6)
+    ref_losses, _ = train_model(reference, 6)
+    losses, _ = train_model(sparse, 6)
     assert losses == ref_losses
     log = sparse.server.wire_log[-1]
     dense = {c.name: c.nbytes for c in sparse.channel.transcript.for_step(log["step"])}
@@ -286,8 +255,8 @@ def test_half_precision_wire_is_close_and_halves_the_bytes(tmp_path, token_file)
     try:
         reference = tiny_model()
         half = remote_model(proc.address, token_file, reference, half=True)
-        ref_losses, _ = train(reference, 6)
-        losses, _ = train(half, 6)
+        ref_losses, _ = train_model(reference, 6)
+        losses, _ = train_model(half, 6)
         assert losses == pytest.approx(ref_losses, rel=2e-2)
         assert losses != ref_losses
         log = half.server.wire_log[-1]
@@ -327,6 +296,7 @@ def test_ns_train_and_ns_eval_of_s2nerf_remote_against_a_server_process(tmp_path
     assert "Traceback" not in gone.stderr
 
 
+@pytest.mark.slow
 def test_nerfstudio_trainer_trains_and_evaluates_s2nerf_remote(tmp_path, token_file):
     """The registered method through nerfstudio's Trainer (in this process) against the server process."""
     from helpers import tiny_config, train as train_trainer
@@ -385,8 +355,9 @@ def test_the_server_process_holds_no_client_side_code():
 
     allowed = ("s2nerf_ns.protocol.server", "s2nerf_ns.transport.wire", "s2nerf_ns.attacks.surrogate",
                "s2nerf_ns.protocol.channel", "s2nerf_ns.protocol.view_recorder", "s2nerf_ns.transport.session",
-               "s2nerf_ns.transport.server_record")
-    for module in ("server.py", "session.py", "server_record.py"):  # the server process's own modules
+               "s2nerf_ns.transport.server_record", "s2nerf_ns.transport.server_attack",
+               "s2nerf_ns.attacks.scene_aided", "s2nerf_ns.attacks.pose", "s2nerf_ns.errors")
+    for module in ("server.py", "session.py", "server_record.py", "server_attack.py"):  # the server process's own
         ours = {m for m in imports_of(PACKAGE / "transport" / module) if m.startswith("s2nerf_ns")}
         assert all(m.startswith(allowed) for m in ours), (module, ours)
     cli = {m for m in imports_of(PACKAGE / "transport" / "server_cli.py") if m.startswith("s2nerf_ns")}

@@ -14,7 +14,8 @@ from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.transport.client import RemoteOptions
 from s2nerf_ns.transport.wire import WireError, decode, encode
 from conftest import tiny_model
-from test_two_process import ServerProcess, free_port, train
+from helpers import train_model
+from test_two_process import ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -78,8 +79,8 @@ def test_int8_with_error_feedback_on_loopback_quantises_only_the_defended_gradie
         sent = []  # what the channel hands over: the defended gradient, and the h it belongs to
         remote.channel.add_observer(lambda v: sent.append((v.h.detach().clone(), v.grad.detach().clone())))
         masks = {}  # h's non-zeros as the server sent them (the bitmask; 8-bit h may round a few to 0)
-        ref_losses, _ = train(reference, 6)
-        losses, _ = train(remote, 6, during=lambda step: masks.update(remote.server._h_mask))
+        ref_losses, _ = train_model(reference, 6)
+        losses, _ = train_model(remote, 6, during=lambda step: masks.update(remote.server._h_mask))
         assert losses != ref_losses and losses == pytest.approx(ref_losses, rel=0.05, abs=1e-3)
         residual = torch.zeros_like(sent[0][1])
         for step, (h, grad) in enumerate(sent):

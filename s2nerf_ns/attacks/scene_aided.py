@@ -15,8 +15,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from s2nerf_ns.attacks.pose import pixel_rays, refine_pose, retrieve_pose
-from s2nerf_ns.attacks.pose_search import PoseSearchConfig, search_pose
+from s2nerf_ns.attacks.pose.camera import pixel_rays
+from s2nerf_ns.attacks.pose.colour_search import search_pose
+from s2nerf_ns.attacks.pose.config import PoseSearchConfig
+from s2nerf_ns.attacks.pose.retrieval import refine_pose, retrieve_pose
 from s2nerf_ns.attacks.surrogate import SurrogateAttacker
 
 EmbedFn = Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]]
@@ -89,8 +91,8 @@ class SceneAidedAttacker(nn.Module):
                        search_config: Optional[PoseSearchConfig] = None,
                        scene_box: Optional[Float[Tensor, "2 3"]] = None) -> List[Dict[str, object]]:
         """A first estimate (``retrieval`` over the training poses, or the ``global`` search over positions and
-        orientations of :func:`~s2nerf_ns.attacks.pose_search.search_pose`, within the training cameras' box or
-        the ``scene_box`` [2,3] the server's fields are built on, as the search config's ``region`` says), then
+        orientations of :func:`~s2nerf_ns.attacks.pose.colour_search.search_pose`, within the training cameras'
+        box or the ``scene_box`` [2,3] the server's fields are built on, as the search config's ``region`` says), then
         rounds of (iNeRF refinement, surrogate fitting). After a global search with the "feature-cv" objective each
         round fits first, then refines: that search's pose does not come from the surrogate's colours, which off the
         training trajectory are too poor to refine against before they have seen the photo."""

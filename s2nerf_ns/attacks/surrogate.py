@@ -19,7 +19,7 @@ Two ways to update the dummy pixels:
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Deque, Dict, Literal, Optional, Type
 
 import torch
@@ -36,12 +36,14 @@ from s2nerf_ns.protocol.rendering import BackgroundColor, VolumeRenderer, sample
 
 @dataclass
 class SurrogateAttackConfig(InstantiateConfig):
-    """Surrogate model attack options. ``preset="paper"`` restores the literal reference settings."""
+    """Surrogate model attack options. The literal reference settings are the named config :meth:`paper`
+    (``--pipeline.attack.preset paper`` on the command line)."""
 
     _target: Type = field(default_factory=lambda: SurrogateAttacker)
     preset: Literal["engineered", "paper"] = "engineered"
     """engineered: the settings that make the attack work here; paper: lambda_g=1e-2 with the rho balance,
-    10/t decay, random dummy init, MSE gradient distance, SGD dummies, one attacker step per victim step."""
+    10/t decay, random dummy init, MSE gradient distance, SGD dummies, one attacker step per victim step (every
+    one of these options not given on the command line takes the paper's value; one given keeps its value)."""
     dummy_update: Literal["sgd", "solve"] = "solve"
     """How dummy pixels are updated: trained parameters (paper) or closed-form per-ray solve (see module doc)."""
     gradient_distance: Literal["mse", "cosine", "row-cosine"] = "cosine"
@@ -81,11 +83,17 @@ class SurrogateAttackConfig(InstantiateConfig):
     """adaptive: variance (pixel units^2) added to a pixel's estimate between observations, because the surrogate
     that reads it keeps changing: old observations fade (with no defense noise this is close to the momentum)."""
 
+    @classmethod
+    def paper(cls, **overrides) -> "SurrogateAttackConfig":
+        """The named config of the paper's literal settings (:data:`PAPER`), with ``overrides`` (kept as given)."""
+        return cls(**{**PAPER, **overrides})
+
     def __post_init__(self) -> None:
-        if self.preset == "paper":
-            self.dummy_update, self.gradient_distance, self.lambda_g = "sgd", "mse", 1e-2
-            self.lr_decay, self.dummy_init, self.lr, self.dummy_lr = "10/t", "random", 1e-2, 1e-2
-            self.attacker_steps_per_victim_step, self.replay_steps = 1, 0
+        if self.preset == "paper":  # the command line's preset, resolved once: what was left at its default
+            defaults = {f.name: f.default for f in fields(self)}
+            for name, value in PAPER.items():
+                if getattr(self, name) == defaults[name]:
+                    setattr(self, name, value)
         if self.lambda_g < 0:
             raise ValueError(f"lambda_g must be >= 0, got {self.lambda_g}")
         if self.attacker_steps_per_victim_step < 1 or self.replay_steps < 0:
@@ -94,6 +102,12 @@ class SurrogateAttackConfig(InstantiateConfig):
             raise ValueError(f"solve_momentum must be in [0, 1), got {self.solve_momentum}")
         if not (self.adaptive_model_variance > 0 and self.adaptive_drift_variance >= 0):
             raise ValueError("adaptive_model_variance must be > 0 and adaptive_drift_variance >= 0")
+
+
+PAPER: Dict[str, object] = dict(dummy_update="sgd", gradient_distance="mse", lambda_g=1e-2, lr_decay="10/t",
+                                dummy_init="random", lr=1e-2, dummy_lr=1e-2, attacker_steps_per_victim_step=1,
+                                replay_steps=0)
+"""The paper's literal attack settings (``SurrogateAttackConfig.paper()``, ``--pipeline.attack.preset paper``)."""
 
 
 class SurrogateAttacker(nn.Module):

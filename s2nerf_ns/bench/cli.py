@@ -9,7 +9,7 @@ from typing import List, Literal, Optional, Union
 import tyro
 from typing_extensions import Annotated
 
-from s2nerf_ns.attacks.pose_search_parts import PoseSearchConfig, attack_search_config
+from s2nerf_ns.attacks.pose.config import PoseSearchConfig, attack_search_config
 
 
 def check_readme(readme: Optional[Path]) -> None:

@@ -6,7 +6,7 @@ import copy
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -16,6 +16,7 @@ import torch
 from nerfstudio.engine.trainer import TrainerConfig
 
 from s2nerf_ns.errors import InputError
+from s2nerf_ns.integration.model import SplitNerfModelConfig, replace_model
 
 
 @dataclass(frozen=True)
@@ -145,30 +146,52 @@ def checked_provenance(allow_dirty: bool = False) -> Dict[str, object]:
     return prov
 
 
+def with_values(config, values: Dict[str, object]):
+    """A copy of a (nested) config with ``values`` changed, keyed by dotted paths as the flags are
+    (``{"machine.seed": 3, "pipeline.attack.replay_steps": 0}``): every config on a changed path is rebuilt by
+    ``dataclasses.replace``, so that its checks run on the final values; the rest is shared, not copied."""
+    nested: Dict[str, Dict[str, object]] = {}
+    direct: Dict[str, object] = {}
+    for path, value in values.items():
+        head, _, rest = path.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, inner in nested.items():
+        if head in direct:
+            raise ValueError(f"with_values: {head} is given both whole and by its fields")
+        direct[head] = with_values(getattr(config, head), inner)
+    return replace(config, **direct)
+
+
 def sized_config(base: TrainerConfig, preset: Preset, scene: str, out_dir: Path, name: str,
-                 shrink_model: bool = True) -> TrainerConfig:
+                 shrink_model: bool = True, **model_fields) -> TrainerConfig:
     """A copy of a method's TrainerConfig resized to the preset (data, rays, steps and, unless
-    ``shrink_model`` is False, the hash grid and samples per ray), writing into ``out_dir``."""
-    config = copy.deepcopy(base)
-    config.output_dir = out_dir
-    config.experiment_name = scene
-    config.timestamp = name
-    config.max_num_iterations = preset.steps
-    config.vis = "tensorboard"
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 1 << 30
-    config.steps_per_save = 1 << 30
-    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    config.logging.local_writer.enable = False
+    ``shrink_model`` is False, the hash grid and samples per ray), writing into ``out_dir``; ``model_fields``
+    change the model's fields, named as their flags are (``num_levels``, ``defense``, ``server_address``).
+    Built with ``dataclasses.replace``, so that every config's checks run on the new values."""
+    config = copy.deepcopy(base)  # replace() copies one level: nothing of ``base`` is shared with the result
     dm = config.pipeline.datamanager
-    dm.train_num_rays_per_batch = dm.eval_num_rays_per_batch = preset.rays
     parser = dm.dataparser
     if hasattr(parser, "scene"):
-        parser.scene, parser.resolution, parser.spp, parser.num_views = scene, preset.resolution, preset.spp, preset.num_views
+        parser = replace(parser, scene=scene, resolution=preset.resolution, spp=preset.spp, num_views=preset.num_views)
+    sizes = {k: getattr(preset, k) for k in ("num_samples", "num_levels", "max_res", "log2_hashmap_size")
+             if shrink_model}
     model = config.pipeline.model
-    for key in ("num_samples", "num_levels", "max_res", "log2_hashmap_size") if shrink_model else ():
-        if hasattr(model, key):
-            setattr(model, key, getattr(preset, key))
-    for opt in config.optimizers.values():
-        if opt.get("scheduler") is not None and hasattr(opt["scheduler"], "max_steps"):
-            opt["scheduler"].max_steps = preset.steps
-    return config
+    if isinstance(model, SplitNerfModelConfig):
+        model = replace_model(model, **{**sizes, **model_fields})  # a field given wins over the preset's size
+    else:  # another nerfstudio model (nerfacto, for the speed benchmark): the sizes it has fields for
+        model = replace(model, **{**{k: v for k, v in sizes.items() if hasattr(model, k)}, **model_fields})
+    optimizers = {group: {**opt, "scheduler": replace(opt["scheduler"], max_steps=preset.steps)}
+                  if opt.get("scheduler") is not None and hasattr(opt["scheduler"], "max_steps") else opt
+                  for group, opt in config.optimizers.items()}
+    never = 1 << 30
+    return replace(
+        config, output_dir=out_dir, experiment_name=scene, timestamp=name, max_num_iterations=preset.steps,
+        vis="tensorboard", steps_per_eval_batch=never, steps_per_eval_image=never, steps_per_eval_all_images=never,
+        steps_per_save=never, optimizers=optimizers,
+        machine=replace(config.machine, device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        logging=replace(config.logging, local_writer=replace(config.logging.local_writer, enable=False)),
+        pipeline=replace(config.pipeline, model=model, datamanager=replace(
+            dm, train_num_rays_per_batch=preset.rays, eval_num_rays_per_batch=preset.rays, dataparser=parser)))

@@ -5,9 +5,11 @@ defense) and records its utility and whatever leakage scores the run reports (``
 ``floor_*``, ``private_*``, ``embedding_attack_*``, ``gradient_share_*`` eval keys; the dummies' scores from
 ``attack/attack_summary.json``), plus the per-pixel epsilon where the family has one (``privacy.json``).
 
-``frontier.json``: one record per point; ``frontier.png``: x = victim PSNR lost against the undefended victim
-of the same room and seed, y = leakage (``leakage_key``), the Pareto front (least leakage for a given loss)
-marked and the paper's S²NeRF point (c = 1.2, r = 1e-4) labelled. Resumable: finished points are kept.
+``frontier.json``: one record per point; ``frontier.png`` (:mod:`s2nerf_ns.bench.frontier_figure`, recomputed
+from the raw scores): x = victim PSNR lost against the undefended victim of the same room and seeds, y = the
+leakage ``leakage_key`` names, the Pareto front (least leakage for a given loss) marked and the paper's S²NeRF
+point (c = 1.2, r = 1e-4) and the authors' README example (``LABELLED_POINTS``) labelled. Resumable: finished
+points are kept.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from s2nerf_ns.bench import frontier_cells
+from s2nerf_ns.bench import frontier_cells, frontier_figure
+from s2nerf_ns.bench.frontier_figure import pareto  # noqa: F401 (the front's definition, used by the figure)
 from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_choices, check_seeds, checked_provenance, environment,
-                                    sized_config)
+                                    sized_config, with_values)
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.integration.methods import method_config
@@ -36,7 +39,8 @@ LEAKAGE_KEYS = ("leakage_cm_lum_ssim", "leakage_lum_ssim", "leakage_ssim", "leak
 """The y axis: the first of these that every record has (override with ``leakage_key``)."""
 RECORDED_PREFIXES = ("attack_", "leakage_", "floor_", "private_", "embedding_attack_", "shading_attack_", "geometry_",
                      "gradient_share_", "dp_")
-RAW_PREFIXES = tuple(f"{r}_" for r in frontier_cells.SOURCES["eval"][0] + frontier_cells.SOURCES["eval"][1])
+RAW_PREFIXES = tuple(f"{r}_" for r in frontier_cells.SOURCES["eval"][0] + frontier_cells.SOURCES["eval"][1]) + (
+    "geometry_",)
 """Per-view raw scores kept in a record's ``per_view`` rows (with ``psnr`` and ``ssim``)."""
 PAPER_POINT = ("s2nerf", 1.2)
 
@@ -57,7 +61,33 @@ FAMILIES: Dict[str, Family] = {
                           lambda v: dict(client_appearance=True,
                                          defense=DefenseConfig(kind="s2nerf", noise_scale=v, decay_ratio=1e-4)
                                          if v > 0 else DefenseConfig())),
+    # geometry (issue 22): against the server's read-out of the client's density, on top of client appearance
+    "density-noise": ("density_noise_scale m (C = 0.02; client appearance)", (0.3, 1.0, 3.0, 10.0),
+                      lambda v: dict(client_appearance=True,
+                                     defense=DefenseConfig(kind="density-noise", density_noise_scale=v))),
+    "client-geometry": ("finest hash-grid resolution the server keeps (client appearance)", (16, 32, 48, 96),
+                        lambda v: dict(client_appearance=True, client_geometry=True,
+                                       client_geometry_server_res=int(v), defense=DefenseConfig())),
+    "client-density-layers": ("density layers on the client, density not linear in h (client appearance)",
+                              (2, 3, 4, 6), lambda v: dict(client_appearance=True, num_density_layers=1 + int(v),
+                                                        defense=DefenseConfig())),
 }
+AUTHORS_POINT = ("s2nerf-authors", 9.6)
+LABELLED_POINTS: Dict[str, Family] = {
+    # github.com/lucky9-cyou/S2-NeRF, README "Surrogate Model Attack and Gradient Noise": --noise_type=random
+    # --noise_std=9.6 --noise_layer=4 --noise_decay=1. Their activation.py draws the noise with std
+    # max_i ||g_i|| * noise_std * std_scale * noise_decay^min(t/T, 1); std_scale is NoiseConfig's default 1.0
+    # (neither main_nerf.py nor nerf/trainer.py sets it), so c = 9.6, r = 1 (no decay). noise_layer 4 with 3
+    # colour layers puts it on h after the first density layer's ReLU: this project's cut.
+    "s2nerf-authors": ("the authors' README example, lucky9-cyou/S2-NeRF --noise_std 9.6 --noise_decay 1 (their "
+                       "std_scale stays 1.0): c = 9.6, r = 1, no decay", (9.6,),
+                       lambda v: dict(defense=DefenseConfig(kind="s2nerf", noise_scale=v, decay_ratio=1.0))),
+}
+"""Single settings run beside the families and labelled in the figure and the tables."""
+SETTINGS: Dict[str, Family] = {**FAMILIES, **LABELLED_POINTS}
+"""Everything ``--families`` accepts: the swept families and the labelled points."""
+LABELS = {PAPER_POINT: "S²NeRF paper (c=1.2, r=1e-4)", AUTHORS_POINT: "authors' README example (c=9.6, r=1)"}
+"""The settings the figure annotates."""
 SMOKE_POINTS = 2
 FRONTIER_PRESETS: Dict[str, Preset] = {
     # CI: a couple of seconds per run; plumbing only.
@@ -72,9 +102,9 @@ def points(preset: str, families: Sequence[str]) -> List[Tuple[str, float]]:
     """(family, knob value) of every point; smoke keeps 2 per family (the paper's c = 1.2 among s2nerf's)."""
     out = []
     for name in families:
-        values = list(FAMILIES[name][1])
+        values = list(SETTINGS[name][1])
         if preset == "smoke":
-            values = [values[0], values[2]]
+            values = values[:1] + values[2:3]
         out += [(name, v) for v in values]
     return out
 
@@ -83,10 +113,10 @@ def check_inputs(rooms: Sequence[str], families: Sequence[str], seeds: Sequence[
                  values: Optional[Sequence[float]] = None) -> None:
     """One line naming the flag for a room, family, seed or knob value the sweep cannot run."""
     check_choices("--rooms", rooms, ROOM_NAMES, "room")
-    check_choices("--families", families, FAMILIES, "family")
+    check_choices("--families", families, SETTINGS, "family")
     check_seeds(seeds)
     if values is not None:
-        known = {v for f in families for v in FAMILIES[f][1]}
+        known = {v for f in families for v in SETTINGS[f][1]}
         missing = [v for v in values if not any(abs(v - k) < 1e-12 for k in known)]
         if not values or missing:
             raise InputError(f"--values {' '.join(f'{v:g}' for v in missing)}: no such knob value in "
@@ -96,15 +126,11 @@ def check_inputs(rooms: Sequence[str], families: Sequence[str], seeds: Sequence[
 def run_point(room: str, family: Optional[str], value: float, preset: Preset, out_dir: Path, seed: int,
               adaptive: bool) -> dict:
     """Train one victim (undefended when ``family`` is None) with the SMA pipeline and collect its record."""
-    spec = FAMILIES[family][2](value) if family else dict(defense=DefenseConfig())
+    spec = SETTINGS[family][2](value) if family else dict(defense=DefenseConfig())
     name = f"{family or 'splitnerf'}_{value:g}_seed{seed}" + ("_adaptive" if adaptive else "")
-    config = sized_config(method_config("splitnerf-sma"), preset, room, out_dir, name)
-    for key, v in spec.items():
-        setattr(config.pipeline.model, key, v)
-    config.machine.seed = seed
-    config.pipeline.attack.adaptive = adaptive
-    config.pipeline.attack.replay_steps = preset.replay_steps
-    config.pipeline.datamanager.dataparser.num_extra_views = EXTRA_VIEWS
+    config = with_values(sized_config(method_config("splitnerf-sma"), preset, room, out_dir, name, **spec), {
+        "machine.seed": seed, "pipeline.attack.adaptive": adaptive, "pipeline.attack.replay_steps": preset.replay_steps,
+        "pipeline.datamanager.dataparser.num_extra_views": EXTRA_VIEWS})
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -121,9 +147,10 @@ def run_point(room: str, family: Optional[str], value: float, preset: Preset, ou
     privacy = json.loads(privacy_path.read_text()) if privacy_path.exists() else None
     defense = spec["defense"]
     record = {
-        "room": room, "family": family or "splitnerf", "knob": FAMILIES[family][0] if family else None,
+        "room": room, "family": family or "splitnerf", "knob": SETTINGS[family][0] if family else None,
         "value": value, "seed": seed, "adaptive_attacker": adaptive,
-        "settings": {**defense.public(), "client_appearance": bool(spec.get("client_appearance", False))},
+        "settings": {**defense.public(), "client_appearance": bool(spec.get("client_appearance", False)),
+                     **{k: v for k, v in spec.items() if k not in ("defense", "client_appearance")}},
         "psnr": float(metrics["psnr"]), "ssim": float(metrics["ssim"]),
         "leakage": {k: float(v) for k, v in metrics.items() if k.startswith(RECORDED_PREFIXES) and not k.endswith("_std")},
         "dummies": {**{k: v for k, v in summary.items() if k.startswith(("dummy", "leakage", "private"))},
@@ -171,15 +198,6 @@ def leakage_key(records: Sequence[dict], requested: Optional[str] = None) -> Opt
     return None
 
 
-def pareto(xs: Sequence[float], ys: Sequence[float]) -> List[int]:
-    """Indices of the points no other point beats in both PSNR lost (x) and leakage (y), lower being better."""
-    front = []
-    for i, (x, y) in enumerate(zip(xs, ys)):
-        if not any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for x2, y2 in zip(xs, ys)):
-            front.append(i)
-    return sorted(front, key=lambda i: xs[i])
-
-
 def with_loss(results: dict) -> List[dict]:
     """Records with ``psnr_lost`` against the undefended victim of the same room, seed and attacker."""
     base = {(r["room"], r["seed"], r["adaptive_attacker"]): r["psnr"] for r in results["records"]
@@ -191,65 +209,6 @@ def with_loss(results: dict) -> List[dict]:
     return out
 
 
-def point_means(records: Sequence[dict], key: str) -> List[dict]:
-    """Per (family, value): mean and sample sd over rooms and seeds of the PSNR lost and of ``key``."""
-    groups: Dict[Tuple[str, float], List[dict]] = {}
-    for r in records:
-        if r["psnr_lost"] is not None and key in r["leakage"]:
-            groups.setdefault((r["family"], r["value"]), []).append(r)
-    out = []
-    for (family, value), recs in groups.items():
-        xs, ys = [r["psnr_lost"] for r in recs], [r["leakage"][key] for r in recs]
-        sd = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0  # noqa: E731
-        out.append({"family": family, "value": value, "n": len(recs), "x": float(np.mean(xs)), "x_sd": sd(xs),
-                    "y": float(np.mean(ys)), "y_sd": sd(ys)})
-    return out
-
-
-def plot(results: dict, path: Path, requested_key: Optional[str] = None) -> None:
-    """Every run faint; each setting's mean over rooms and seeds with its sd; Pareto front of the means."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [r for r in with_loss(results) if r["psnr_lost"] is not None]
-    key = leakage_key(records, requested_key)
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    if key is None:
-        ax.text(0.5, 0.5, "no leakage key common to all records", ha="center")
-    else:
-        means = point_means(records, key)
-        colours = {f: f"C{i}" for i, f in enumerate(dict.fromkeys(r["family"] for r in records))}
-        for r in records:
-            ax.scatter(r["psnr_lost"], r["leakage"].get(key, float("nan")), s=8, alpha=0.25, color=colours[r["family"]])
-        for family, colour in colours.items():
-            pts = sorted((m for m in means if m["family"] == family), key=lambda m: m["value"])
-            ax.errorbar([m["x"] for m in pts], [m["y"] for m in pts], xerr=[m["x_sd"] for m in pts],
-                        yerr=[m["y_sd"] for m in pts], fmt="o", color=colour, capsize=2, ms=5, label=family)
-            for m in pts:
-                if family != "splitnerf":
-                    ax.annotate(f"{m['value']:g}", (m["x"], m["y"]), fontsize=7, xytext=(4, 3),
-                                textcoords="offset points", color=colour)
-        front = pareto([m["x"] for m in means], [m["y"] for m in means])
-        ax.plot([means[i]["x"] for i in front], [means[i]["y"] for i in front], "k--", lw=1, label="Pareto front (means)")
-        for m in means:
-            if (m["family"], m["value"]) == PAPER_POINT:
-                ax.annotate("S²NeRF paper (c=1.2, r=1e-4)", (m["x"], m["y"]), fontsize=8, xytext=(8, 10),
-                            textcoords="offset points", arrowprops=dict(arrowstyle="-", lw=0.6))
-        ax.set_ylabel(f"leakage over the floor: {key}")
-    rooms = sorted({r["room"] for r in records})
-    seeds = sorted({r["seed"] for r in records})
-    ax.set_xlabel("victim PSNR lost vs splitnerf (dB); mean ± sd over rooms and seeds, runs faint")
-    ax.axhline(0.0, color="gray", lw=0.8, ls=":")
-    ax.legend(fontsize=7)
-    ax.set_title(f"Defense frontier, preset {results['preset']}: {', '.join(rooms)}; seeds {', '.join(map(str, seeds))}",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ("office",), families: Optional[Sequence[str]] = None,
         seeds: Sequence[int] = (42,), adaptive: bool = False, requested_key: Optional[str] = None,
         values: Optional[Sequence[float]] = None, baseline: bool = True, runs_dir: Optional[Path] = None,
@@ -259,7 +218,7 @@ def run(preset_name: str, out_dir: Path, rooms: Sequence[str] = ("office",), fam
     ``runs_dir`` holds the training runs (default ``out_dir/runs``). Every input, and the git checkout (clean
     unless ``allow_dirty``), is checked before anything is written."""
     preset = FRONTIER_PRESETS[preset_name]
-    families = list(FAMILIES if families is None else families)
+    families = list(SETTINGS if families is None else families)
     check_inputs(rooms, families, seeds, values)
     path = out_dir / "frontier.json"
     results = json.loads(path.read_text()) if path.exists() else {"records": []}
@@ -290,7 +249,7 @@ def finish(results: dict, out_dir: Path, requested_key: Optional[str] = None) ->
     results["records"] = with_loss(results)
     results["leakage_key"] = leakage_key(results["records"], requested_key)
     (out_dir / "frontier.json").write_text(json.dumps(results, indent=2))
-    plot(results, out_dir / "frontier.png", results["leakage_key"])
+    frontier_figure.plot(results, out_dir / "frontier.png", results["leakage_key"], LABELS)
     return results
 
 

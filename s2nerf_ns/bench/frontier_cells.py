@@ -6,7 +6,7 @@ the victim's ``psnr`` and every render's own scores (``attack_*``, ``embedding_a
 and ``dummy_floor_*``), per eval view (``per_view``) and per dummy image (``dummies.per_image``) where the
 record has them, else the record's means (one row per seed). The stored derived fields (``leakage_*``,
 ``floor_*``, ``psnr_lost``, ``dummy_leakage_*``) are never read: the leakage is the best attack minus the best
-floor per metric, exactly as :func:`s2nerf_ns.integration.attack_pipeline.derived_leakage` derives it, and the
+floor per metric, exactly as :func:`s2nerf_ns.evaluation.run_scores.derived_leakage` derives it, and the
 PSNR lost is the undefended victim's PSNR minus the defended one's on the same seed.
 """
 
@@ -21,7 +21,8 @@ from s2nerf_ns.evaluation.confidence import Interval, percentile_interval, resol
 
 METRICS = ("cmpsnr", "cm_lum_ssim", "cm_nmi", "nmi")
 SCOPES = ("render", "private", "dummies", "dummies private")
-from s2nerf_ns.integration import attack_pipeline
+from s2nerf_ns.evaluation import geometry as geo
+from s2nerf_ns.integration import attack_pipeline, geometry_attacks
 
 EVAL_ATTACKS = tuple(getattr(attack_pipeline, "COLOUR_ATTACKS", ("attack", "embedding_attack")))
 """The renders whose best defines the leakage, as the attack pipeline derives it (a record without one of
@@ -32,13 +33,15 @@ SOURCES = {  # rows (eval views or dummy images): (attacks, floors), whose best-
 }
 SCOPE_SOURCE = {"render": ("eval", ""), "private": ("eval", "private_"), "dummies": ("dummies", ""),
                 "dummies private": ("dummies", "private_")}
-ROW_ID = {"eval": "view", "dummies": "image"}
+ROW_ID = {"eval": "view", "dummies": "image", "geometry": "view"}
 """The key naming a row's eval view or dummy image (rows of two records are paired on it)."""
 Cell = Tuple[str, str]  # (scope, metric)
 
 
 def columns(source: str) -> List[str]:
     """The raw score columns of a row of ``source`` (eval rows also carry the victim's ``psnr``)."""
+    if source == "geometry":
+        return geometry_columns()
     attacks, floors = SOURCES[source]
     cols = [f"{r}_{p}{m}" for r in attacks + floors for p in ("", "private_") for m in METRICS]
     return (["psnr"] if source == "eval" else []) + cols
@@ -46,14 +49,14 @@ def columns(source: str) -> List[str]:
 
 def mean_row(record: dict, source: str) -> dict:
     """The record's means over its views (what every record has)."""
-    if source == "eval":
+    if source in ("eval", "geometry"):
         return {**record["leakage"], "psnr": record["psnr"]}
     return record.get("dummies", {}).get("dummy_metrics", {})
 
 
 def rows(record: dict, source: str) -> Tuple[List[dict], bool]:
     """The record's raw rows for ``source`` and whether they are per view (else: one row, the means)."""
-    per_view = record.get("per_view") if source == "eval" else record.get("dummies", {}).get("per_image")
+    per_view = record.get("per_view") if source in ("eval", "geometry") else record.get("dummies", {}).get("per_image")
     return (list(per_view), True) if per_view else ([mean_row(record, source)], False)
 
 
@@ -149,7 +152,89 @@ def cell(defended: Sequence[dict], reference: Sequence[dict]) -> dict:
                     ratio_reps = None if reps is None else reps[d_key] / reps[r_key]
                 out["ratio"][(scope, m)] = (Interval(ratio_point, float("nan"), float("nan")) if ratio_reps is None
                                             else percentile_interval(ratio_point, ratio_reps))
+    out.update(geometry_cell(defended, reference))
     out["per_view"] = per_view_all
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- geometry
+GEOMETRY_METRICS = geo.METRICS
+"""Depth abs-rel (lower is better) and the share of pixels within 10 % (higher is better)."""
+GEOMETRY_SCOPES = ("render", "private")
+GEOMETRY_SOURCES = (geometry_attacks.GEOMETRY_ATTACKS, geometry_attacks.GEOMETRY_FLOORS)
+"""(attacks, floors) whose depth maps are scored per eval view (``geometry_<name>_[private_]<metric>``)."""
+
+
+def geometry_columns() -> List[str]:
+    """The raw geometry columns of an eval view: every attack's and floor's depth scores against the reference (the
+    ground truth, or the victim's own depth where the dataparser has none), whole view and private items, then every
+    attack's scores against the client's own depth (``_vs_victim_``: how exactly the server reproduces it)."""
+    attacks, floors = GEOMETRY_SOURCES
+    cols = [f"geometry_{r}_{p}{m}" for r in attacks + floors for p in ("", "private_") for m in GEOMETRY_METRICS]
+    return cols + [f"geometry_{a}_vs_victim_{m}" for a in attacks for m in GEOMETRY_METRICS]
+
+
+def _best(x: np.ndarray, metric: str) -> np.ndarray:
+    """Per metric the best over the last axis (min abs-rel, max within10), NaN ignored."""
+    return -_nanmax(-x) if metric in geo.LOWER_IS_BETTER else _nanmax(x)
+
+
+def geometry_statistics(means: np.ndarray) -> Dict[str, np.ndarray]:
+    """From per-seed means ``[..., S, 2K]`` of :func:`geometry_columns`: per side (defended, reference), scope and
+    metric the geometry leakage (the best floor's error minus the best attack's, as
+    :func:`s2nerf_ns.evaluation.geometry.geometry_leakage` derives it: positive = leaked) and, per metric, the best
+    attack's score against the client's own depth, averaged over seeds."""
+    cols = geometry_columns()
+    width, index = len(cols), {c: i for i, c in enumerate(cols)}
+    attacks, floors = GEOMETRY_SOURCES
+    out: Dict[str, np.ndarray] = {}
+    for side, offset in (("defended", 0), ("reference", width)):
+        col = lambda name: means[..., offset + index[name]]  # noqa: E731
+        for scope in GEOMETRY_SCOPES:
+            prefix = "private_" if scope == "private" else ""
+            for m in GEOMETRY_METRICS:
+                best = _best(np.stack([col(f"geometry_{a}_{prefix}{m}") for a in attacks], -1), m)
+                floor = _best(np.stack([col(f"geometry_{f}_{prefix}{m}") for f in floors], -1), m)
+                sign = -1.0 if m in geo.LOWER_IS_BETTER else 1.0
+                out[f"{side}|{scope}|{m}"] = _nanmean(sign * (best - floor))
+        for m in GEOMETRY_METRICS:
+            out[f"{side}|vs_victim|{m}"] = _nanmean(_best(np.stack([col(f"geometry_{a}_vs_victim_{m}")
+                                                                     for a in attacks], -1), m))
+    return out
+
+
+def geometry_cell(defended: Sequence[dict], reference: Sequence[dict]) -> dict:
+    """The geometry part of :func:`cell`: ``geometry_leakage``, ``geometry_reference`` (splitnerf's) and
+    ``geometry_ratio`` per (scope, metric), ``geometry_vs_victim`` per metric (``defended`` and ``reference``: the best
+    attack's depth score against the client's own depth, no floor), and ``geometry_against`` (``ground_truth`` or
+    ``victim``: what the leakage's depth was scored against). Intervals as the colour cells' (seeds and views)."""
+    samples = [paired(d, r, "geometry")[0] for d, r in zip(defended, reference)]
+    point = geometry_statistics(seed_means(samples))
+    can = resolvable(len(samples), [s.shape[0] for s in samples])
+    reps = geometry_statistics(two_stage_means(samples)) if can else None
+
+    def interval(key: str, values: Optional[np.ndarray] = None, at: Optional[float] = None) -> Interval:
+        at = float(point[key]) if at is None else at
+        if reps is None:
+            return Interval(at, float("nan"), float("nan"))
+        return percentile_interval(at, reps[key] if values is None else values)
+
+    out: dict = {"geometry_leakage": {}, "geometry_reference": {}, "geometry_ratio": {}, "geometry_vs_victim": {}}
+    for scope in GEOMETRY_SCOPES:
+        for m in GEOMETRY_METRICS:
+            d_key, r_key = f"defended|{scope}|{m}", f"reference|{scope}|{m}"
+            out["geometry_leakage"][(scope, m)] = interval(d_key)
+            out["geometry_reference"][(scope, m)] = interval(r_key)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = float(point[d_key] / point[r_key])
+                out["geometry_ratio"][(scope, m)] = interval(d_key, None if reps is None else reps[d_key] / reps[r_key],
+                                                             ratio)
+    for m in GEOMETRY_METRICS:
+        out["geometry_vs_victim"][m] = {"defended": interval(f"defended|vs_victim|{m}"),
+                                        "reference": interval(f"reference|vs_victim|{m}")}
+    victim = [r["leakage"].get("geometry_reference_victim") for r in list(defended) + list(reference)]
+    out["geometry_against"] = ("victim" if any(v == 1 for v in victim) else
+                               "ground_truth" if any(v == 0 for v in victim) else "unknown")
     return out
 
 

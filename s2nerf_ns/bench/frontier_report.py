@@ -4,7 +4,9 @@ generated from the raw scores of ``frontier.json``.
 The goal: a setting that, on every room, loses at most ``MAX_PSNR_LOST`` dB of victim PSNR against the
 undefended ``splitnerf`` and whose leakage over the floor is at most ``MAX_LEAKAGE_RATIO`` of splitnerf's, by
 every reported metric (``METRICS``) on every scope (``SCOPES``: the whole render, its private items, the
-dummy images and their private items). Values are means over the seeds of a room, recomputed from the raw
+dummy images and their private items) and, where the records hold depth scores, by the geometry leakage
+(``GEOMETRY_METRICS`` of the render and its private items, :func:`s2nerf_ns.bench.frontier_cells.geometry_cell`;
+scope ``geometry render`` / ``geometry private``). Values are means over the seeds of a room, recomputed from the raw
 scores (:mod:`s2nerf_ns.bench.frontier_cells`); each has a 95 % bootstrap interval over seeds and eval views
 (:mod:`s2nerf_ns.evaluation.confidence`). A cell (setting, room, scope, metric) **passes** only where its
 ratio's interval lies at or under the goal, **fails** only where it lies entirely over it, and is otherwise
@@ -12,8 +14,11 @@ ratio's interval lies at or under the goal, **fails** only where it lies entirel
 every cell pass; it fails if any fails; otherwise it is not resolved. Cells on which the undefended
 victim's own leakage is within the metric's resolution (``RESOLUTION``) or whose interval reaches zero
 cannot be cut to a tenth meaningfully: the former are left out (counted), the latter are not resolved.
-Nothing here is typed by hand: the README block between ``<!-- results:frontier -->`` and
-``<!-- /results -->`` is this module's output.
+The header names every setting of the preset that has no record (``frontier.SETTINGS``: e.g. label noise, the
+authors' README example). Nothing here is typed by hand: the README block between ``<!-- results:frontier -->``
+and ``<!-- /results -->`` is this module's output; ``python -m s2nerf_ns.bench.frontier_report FOLDER [README]``
+regenerates it, ``frontier.md``, the figure (:mod:`s2nerf_ns.bench.frontier_figure`) and the folder's coverage
+table (:mod:`s2nerf_ns.bench.frontier_coverage`) from a committed ``frontier.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from s2nerf_ns.bench.frontier_cells import METRICS, SCOPES, cells  # noqa: F401 (SCOPES: the goal's scopes)
+from s2nerf_ns.bench import frontier
+from s2nerf_ns.bench.frontier_coverage import COVERAGE_BEGIN, coverage_block
+from s2nerf_ns.bench.frontier_cells import GEOMETRY_METRICS, METRICS, SCOPES, cells  # noqa: F401 (SCOPES: the goal's)
 from s2nerf_ns.bench.report import block_matches, replace_block
 from s2nerf_ns.evaluation.confidence import FAIL, LEVEL, PASS, REPLICATES, UNRESOLVED, Interval, judge
 
@@ -34,6 +41,14 @@ RESOLUTION = {"cmpsnr": 0.5, "cm_lum_ssim": 0.02, "cm_nmi": 0.02, "nmi": 0.02}
 COLOUR_METRICS = ("cmpsnr", "cm_lum_ssim")
 """The fidelity scores alone (the second verdict): results recorded before NMI subtracted its permutation
 baseline (``nmi_debiased`` false) carry the plug-in bias, as large as the leakage on small regions."""
+GEOMETRY_RESOLUTION = {"absrel": 0.01, "within10": 0.02}
+"""Geometry leakage (floor's error minus the best attack's: abs-rel, share of pixels within 10 %) at or under which
+splitnerf's own is within the metric's resolution."""
+GEOMETRY = "geometry "
+"""A geometry cell's scope in the verdict: ``geometry render`` or ``geometry private`` (the depth maps' leakage,
+:func:`s2nerf_ns.bench.frontier_cells.geometry_cell`)."""
+ALL_METRICS = METRICS + GEOMETRY_METRICS
+"""The goal's metrics: colour and geometry."""
 BEGIN, END = "<!-- results:frontier -->", "<!-- /results -->"
 Point = Tuple[str, float]
 
@@ -43,20 +58,37 @@ def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
     return float(np.mean(vals)) if vals else None
 
 
+def sides(entry: dict, sm: Tuple[str, str]) -> Tuple[Interval, Interval, Interval]:
+    """A cell's defended leakage, splitnerf's and their ratio: colour ``(scope, metric)`` or geometry
+    ``(GEOMETRY + scope, metric)``."""
+    if sm[0].startswith(GEOMETRY):
+        key = (sm[0][len(GEOMETRY):], sm[1])
+        return entry["geometry_leakage"][key], entry["geometry_reference"][key], entry["geometry_ratio"][key]
+    return entry["leakage"][sm], entry["reference"][sm], entry["ratio"][sm]
+
+
+def ratios(entry: dict) -> Dict[Tuple[str, str], Interval]:
+    """Every cell's ratio of one (room, setting): colour cells, then geometry cells (records without geometry
+    scores give NaN ones, judged ``missing``)."""
+    geometry = {(GEOMETRY + s, m): iv for (s, m), iv in entry.get("geometry_ratio", {}).items()}
+    return {**entry["ratio"], **geometry}
+
+
 def judge_cell(entry: dict, sm: Tuple[str, str]) -> str:
     """``excluded`` (undefended leakage within resolution), or the ratio's pass / fail / not resolved; a
     ratio whose undefended leakage's interval reaches zero is not resolved."""
-    ref: Interval = entry["reference"][sm]
-    if not math.isfinite(ref.point) or not math.isfinite(entry["leakage"][sm].point):
+    leak, ref, ratio = sides(entry, sm)
+    if not math.isfinite(ref.point) or not math.isfinite(leak.point):
         return "missing"
-    if ref.point <= RESOLUTION[sm[1]]:
+    resolution = GEOMETRY_RESOLUTION if sm[0].startswith(GEOMETRY) else RESOLUTION
+    if ref.point <= resolution[sm[1]]:
         return "excluded"
     if not ref.resolved or ref.low <= 0:
         return UNRESOLVED
-    return judge(entry["ratio"][sm], MAX_LEAKAGE_RATIO)
+    return judge(ratio, MAX_LEAKAGE_RATIO)
 
 
-def verdicts(records: Sequence[dict], metrics: Sequence[str] = METRICS,
+def verdicts(records: Sequence[dict], metrics: Sequence[str] = ALL_METRICS,
              computed: Optional[Dict[Tuple[str, str, float], dict]] = None) -> Dict[Point, dict]:
     """Per defended setting: per room its cells judged, the worst ratio, the most PSNR lost, the counts of
     cells that pass, fail and are not resolved, and the setting's ``verdict`` (``meets_goal`` if pass)."""
@@ -68,7 +100,8 @@ def verdicts(records: Sequence[dict], metrics: Sequence[str] = METRICS,
             continue
         v = out.setdefault((family, value), {"rooms": {}, "excluded": 0, "counts": {PASS: 0, FAIL: 0, UNRESOLVED: 0}})
         judged = {}
-        for sm in entry["ratio"]:
+        every = ratios(entry)
+        for sm in every:
             if sm[1] not in metrics:
                 continue
             outcome = judge_cell(entry, sm)
@@ -77,12 +110,12 @@ def verdicts(records: Sequence[dict], metrics: Sequence[str] = METRICS,
             elif outcome != "missing":
                 judged[sm] = outcome
                 v["counts"][outcome] += 1
-        ratios = {sm: entry["ratio"][sm] for sm in judged}
-        finite = {sm: iv for sm, iv in ratios.items() if math.isfinite(iv.point)}
+        kept = {sm: every[sm] for sm in judged}
+        finite = {sm: iv for sm, iv in kept.items() if math.isfinite(iv.point)}
         worst = max(finite.items(), key=lambda kv: kv[1].point) if finite else None
         v["rooms"][room] = {"psnr_lost": entry["psnr_lost"].point, "psnr_lost_interval": entry["psnr_lost"],
                             "cost": judge(entry["psnr_lost"], MAX_PSNR_LOST), "seeds": entry["seeds"],
-                            "per_view": entry["per_view"], "judged": judged, "ratios": ratios,
+                            "per_view": entry["per_view"], "judged": judged, "ratios": kept,
                             "worst": None if worst is None else (worst[0], worst[1].point), "worst_interval": worst}
     for point, v in out.items():
         covered = [v["rooms"][r] for r in rooms if r in v["rooms"]]
@@ -141,6 +174,32 @@ def provenance_line(results: dict) -> str:
     return line + "."
 
 
+def not_run_line(results: dict) -> str:
+    """The preset's settings (``frontier.points`` of every family and labelled point) with no record, e.g. a
+    family that never ran; the labelled points say what they are."""
+    if results.get("preset") not in frontier.FRONTIER_PRESETS:
+        return ""
+    ran = {(r["family"], r["value"]) for r in results["records"]}
+    parts = []
+    for family in frontier.SETTINGS:
+        planned = [v for f, v in frontier.points(results["preset"], [family])]
+        missing = [v for v in planned if (family, v) not in ran]
+        if not missing:
+            continue
+        values = ", ".join(f"{v:g}" for v in missing)
+        if family in frontier.LABELLED_POINTS:
+            parts.append(f"{family} {values} ({frontier.LABELLED_POINTS[family][0]})")
+        else:
+            parts.append(f"{family} " + (f"(none of its values: {values})" if len(missing) == len(planned) else values))
+    return f"Not run: {'; '.join(parts)}. " if parts else ""
+
+
+def labelled_lines(records: Sequence[dict]) -> List[str]:
+    """What each labelled point that ran is (the table names it by family and value only)."""
+    ran = sorted({(r["family"], r["value"]) for r in records if r["family"] in frontier.LABELLED_POINTS})
+    return [f"{f} {v:g}: {frontier.LABELLED_POINTS[f][0]}." for f, v in ran]
+
+
 def header(results: dict, verdict: Dict[Point, dict], per_view: bool) -> List[str]:
     records = results["records"]
     rooms = sorted({r["room"] for r in records})
@@ -164,7 +223,7 @@ def header(results: dict, verdict: Dict[Point, dict], per_view: bool) -> List[st
                "than a true 95 % interval" if most <= 3 else ""))
     return [f"Preset `{results.get('preset')}`, rooms {', '.join(rooms)}, {' and '.join(attackers)} gradient "
             f"attacker; {len(records)} runs. Seeds per setting (every room unless said): {'; '.join(seed_parts)}. "
-            f"{provenance_line(results)}",
+            f"{not_run_line(results)}{provenance_line(results)}",
             "",
             "Leakage = the best of the attacks a run scored (gradient attacker, embedding attack and, in runs that "
             "have it, the shading attack) minus the best floor, scene colour map, recomputed from each run's raw "
@@ -209,16 +268,67 @@ def markdown(results: dict) -> str:
                      f"{_f(leak[('render', 'cmpsnr')], 2, True)} | {worst} | {counts} | "
                      f"{_f(_mean(eps.get((family, value), [])), 1)} | {_verdict_text(v)} | "
                      f"{_verdict_text(colour.get((family, value)))} |")
-    lines += ["", *summary_lines(verdict)]
+    lines += ["", *labelled_lines(records), *summary_lines(verdict)]
     met = sorted(p for p, c in colour.items() if c["meets_goal"])
     unresolved = sorted(p for p, c in colour.items() if c["verdict"] == UNRESOLVED)
     lines.append(f"On cmPSNR and cm lum-SSIM alone the goal is met by: {_names(met) or 'none'}; "
                  f"not resolved: {_names(unresolved) or 'none'}.")
+    lines += geometry_lines(computed)
     debiased = {bool(r.get("nmi_debiased")) for r in records}
     if debiased != {True}:
         lines.append("These runs scored NMI without subtracting its permutation baseline: their NMI leakage "
                      "includes the estimator's small-sample bias (see `evaluation.leakage.NMI_BINS`).")
     return "\n".join(lines) + "\n"
+
+
+def _has_geometry(entry: dict) -> bool:
+    return any(math.isfinite(iv.point) for iv in entry.get("geometry_leakage", {}).values())
+
+
+def geometry_lines(computed: Dict[Tuple[str, str, float], dict]) -> List[str]:
+    """The geometry cells (the depth maps' leakage over their floor, :func:`frontier_cells.geometry_cell`): per
+    setting the means over rooms, the worst ratio to splitnerf's and the geometry cells' outcomes (they count in
+    the verdict above); one line when the records hold no geometry scores."""
+    if not any(_has_geometry(e) for e in computed.values()):
+        return ["Geometry (depth) leakage: not measured (these records hold no `geometry_*` scores)."]
+    by_point: Dict[Point, List[Tuple[str, dict]]] = {}
+    for (room, family, value), entry in computed.items():
+        by_point.setdefault((family, value), []).append((room, entry))
+    lines = ["", "Geometry: the best depth attack's score over the best floor's (abs-rel: floor minus attack; within "
+             "10 %: attack minus floor; positive = leaked), and the best attack's within 10 % against the client's "
+             "own depth (no floor: how exactly the server reproduces the client's geometry).", "",
+             "| defense | knob | depth scored against | within 10 % | private within 10 % | abs-rel | "
+             "private abs-rel | worst geometry ratio (room, scope, metric) | geometry cells pass / fail / not resolved "
+             "/ left out | attack vs client's depth, within 10 % |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (family, value) in sorted(by_point, key=lambda p: (p[0] != "splitnerf", p)):
+        entries = by_point[(family, value)]
+        side = "geometry_reference" if family == "splitnerf" else "geometry_leakage"
+        mean = {sm: _mean([e[side][sm].point for _, e in entries if sm in e.get(side, {})])
+                for sm in entries[0][1].get(side, {})}
+        against = ", ".join(sorted({str(e.get("geometry_against", "unknown")) for _, e in entries}))
+        vs_side = "reference" if family == "splitnerf" else "defended"
+        vs = _mean([e["geometry_vs_victim"]["within10"][vs_side].point for _, e in entries
+                    if "within10" in e.get("geometry_vs_victim", {})])
+        worst, counts = "reference", ""
+        if family != "splitnerf":
+            outcomes = {PASS: 0, FAIL: 0, UNRESOLVED: 0, "excluded": 0}
+            judged = []
+            for room, e in entries:
+                for sm in ratios(e):
+                    if sm[0].startswith(GEOMETRY):
+                        outcome = judge_cell(e, sm)
+                        if outcome in outcomes:
+                            outcomes[outcome] += 1
+                        if outcome in (PASS, FAIL, UNRESOLVED) and math.isfinite(sides(e, sm)[2].point):
+                            judged.append((sides(e, sm)[2], room, sm))
+            top = max(judged, key=lambda j: j[0].point, default=None)
+            worst = "n/a" if top is None else f"{top[0].text()} ({top[1]}, {top[2][0][len(GEOMETRY):]}, {top[2][1]})"
+            counts = " / ".join(str(n) for n in outcomes.values())
+        lines.append(f"| {family} | {value:g} | {against} | "
+                     + " | ".join(_f(mean.get((scope, m)), 3, True) for m in ("within10", "absrel")
+                                  for scope in ("render", "private"))
+                     + f" | {worst} | {counts} | {_f(vs, 3)} |")
+    return lines
 
 
 def _names(points: Sequence[Point]) -> str:
@@ -280,9 +390,12 @@ def cells_markdown(results: dict) -> str:
     for (room, family, value), e in sorted(computed.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         if family == "splitnerf":
             continue
-        for sm in e["ratio"]:
-            lines.append(f"| {family} | {value:g} | {room} | {sm[0]} | {sm[1]} | {e['leakage'][sm].text(3, True)} | "
-                         f"{e['reference'][sm].text(3, True)} | {e['ratio'][sm].text()} | {judge_cell(e, sm)} |")
+        for sm in ratios(e):
+            leak, ref, ratio = sides(e, sm)
+            if sm[0].startswith(GEOMETRY) and not (math.isfinite(leak.point) or math.isfinite(ref.point)):
+                continue  # no geometry scores in these records
+            lines.append(f"| {family} | {value:g} | {room} | {sm[0]} | {sm[1]} | {leak.text(3, True)} | "
+                         f"{ref.text(3, True)} | {ratio.text()} | {judge_cell(e, sm)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -292,8 +405,12 @@ def document(results: dict) -> str:
 
 
 def write(results: dict, path: Path) -> str:
-    """Write :func:`document` to ``path``; returns the README block's part."""
+    """Write :func:`document` to ``path`` and, where the folder's README.md has a coverage block, regenerate it;
+    returns the README block's part."""
     path.write_text(document(results))
+    folder_readme = path.parent / "README.md"
+    if folder_readme.exists() and COVERAGE_BEGIN in folder_readme.read_text():
+        replace_block(folder_readme, COVERAGE_BEGIN, END, coverage_block(results))
     return markdown(results)
 
 
@@ -303,3 +420,21 @@ def update_readme(readme: Path, results: dict) -> bool:
 
 def readme_matches(readme: Path, results: dict) -> bool:
     return block_matches(readme, BEGIN, END, f"{BEGIN}\n{markdown(results)}{END}")
+
+
+def regenerate(folder: Path, readme: Optional[Path] = None) -> None:
+    """From a committed ``folder/frontier.json`` (never rewritten): ``frontier.md``, ``frontier.png``, the folder
+    README's coverage block and, given ``readme``, its frontier block."""
+    from s2nerf_ns.bench import frontier_figure
+
+    results = frontier.load(folder / "frontier.json", "FOLDER")
+    write(results, folder / "frontier.md")
+    frontier_figure.plot(results, folder / "frontier.png", results.get("leakage_key"), frontier.LABELS)
+    if readme is not None:
+        update_readme(readme, results)
+
+
+if __name__ == "__main__":  # python -m s2nerf_ns.bench.frontier_report FOLDER [README]
+    import sys
+
+    regenerate(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)

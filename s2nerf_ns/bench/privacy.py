@@ -24,9 +24,10 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from s2nerf_ns.attacks.pose_search import PoseSearchConfig, attack_search_config
+from s2nerf_ns.attacks.pose.config import PoseSearchConfig, attack_search_config
 from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_choices, check_seeds, checked_provenance, environment,
-                                    sized_config)
+                                    sized_config, with_values)
+from s2nerf_ns.bench.privacy_summary import summarise
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.evaluation.figures import save_image_grid
@@ -58,26 +59,18 @@ def cell_config(room: str, defense: str, preset: Preset, out_dir: Path, seed: in
                 pose_search: str = "retrieval", num_leaked: int = 1, search: Optional[PoseSearchConfig] = None):
     spec = DEFENSES[defense]
     base = method_config("s2nerf-ssma")
-    config = sized_config(base, preset, room, out_dir, defense.replace(" ", "_").replace("=", ""))
-    if spec.get("lite"):
-        lite = lite_model()
-        for f in ("num_density_layers", "cut_depth", "sh_levels", "color_hidden_dim", "num_color_layers"):
-            setattr(config.pipeline.model, f, getattr(lite, f))
-    config.pipeline.model.defense = spec["defense"]
-    config.machine.seed = seed
-    pipe = config.pipeline
-    pipe.report_sma_phase = True
-    pipe.pose = pose
-    pipe.pose_search = pose_search
-    if search is not None:
-        pipe.pose_search_config = search
-    pipe.leaked.num_leaked = num_leaked
-    pipe.leak_during_training = False
-    pipe.post_training_steps = preset.post_training_steps
-    pipe.leak_rays_per_step = preset.rays
-    pipe.attack.replay_steps = preset.replay_steps
-    pipe.datamanager.dataparser.num_extra_views = EXTRA_VIEWS
-    return config
+    lite = lite_model()  # its client head (and the server's share of the density MLP) when the cell asks for it
+    shape = dict(num_density_layers=lite.server.num_density_layers, cut_depth=lite.server.cut_depth,
+                 sh_levels=lite.sh_levels, color_hidden_dim=lite.color_hidden_dim,
+                 num_color_layers=lite.num_color_layers) if spec.get("lite") else {}
+    config = sized_config(base, preset, room, out_dir, defense.replace(" ", "_").replace("=", ""),
+                          defense=spec["defense"], **shape)
+    pipe = {"report_sma_phase": True, "pose": pose, "pose_search": pose_search, "leaked.num_leaked": num_leaked,
+            "leak_during_training": False, "post_training_steps": preset.post_training_steps,
+            "leak_rays_per_step": preset.rays, "attack.replay_steps": preset.replay_steps,
+            "datamanager.dataparser.num_extra_views": EXTRA_VIEWS,
+            **({"pose_search_config": search} if search is not None else {})}
+    return with_values(config, {"machine.seed": seed, **{f"pipeline.{k}": v for k, v in pipe.items()}})
 
 
 def _scores(metrics: Dict[str, float], drop_prefixes: Sequence[str] = ()) -> Dict[str, float]:
@@ -88,7 +81,7 @@ def _scores(metrics: Dict[str, float], drop_prefixes: Sequence[str] = ()) -> Dic
 def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, pose: str = "known",
              pose_search: str = "retrieval", num_leaked: int = 1, search: Optional[PoseSearchConfig] = None) -> dict:
     config = cell_config(room, defense, preset, out_dir, seed, pose, pose_search, num_leaked, search)
-    config.timestamp = f"{config.timestamp}_seed{seed}"
+    config = with_values(config, {"timestamp": f"{config.timestamp}_seed{seed}"})
     random.seed(seed)  # ns-train seeds in its entry point; in-process runs must do it themselves
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -127,39 +120,6 @@ def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, 
         "leaked_pose_errors": [view.get("estimated") for view in poses["views"]],
         "leaked_pose_after_search": [view.get("after_retrieval") for view in poses["views"]],
     }
-
-
-def summarise(results: dict) -> Dict[str, dict]:
-    """Per room/defense: mean, sample standard deviation, min, max and n over seeds of every scalar score."""
-    from s2nerf_ns.integration.attack_pipeline import derived_leakage
-
-    groups: Dict[str, List[dict]] = {}
-    for stored in results["cells"].values():
-        # the derived scores (floor, leakage, per-attack margins, gradient share) are recomputed from each
-        # render's raw scores, never read: a table cannot disagree with the raw scores it is made from
-        cell = dict(stored)
-        for part, attacks in (("sma", ("attack", "embedding_attack")), ("ssma", ("attack", "embedding_attack"))):
-            if cell.get(part):
-                cell[part] = {**cell[part], **derived_leakage(cell[part], attacks)}
-        if cell.get("dummies"):
-            cell["dummies"] = {**cell["dummies"], **derived_leakage(cell["dummies"], ("attack",), out_prefix="dummy_")}
-        groups.setdefault(f"{cell['room']}/{cell['defense']}", []).append(cell)
-    out: Dict[str, dict] = {}
-    for key, cells in groups.items():
-        entry: Dict[str, object] = {"room": cells[0]["room"], "defense": cells[0]["defense"],
-                                    "seeds": sorted(c["seed"] for c in cells)}
-        for part in ("victim", "sma", "ssma", "dummies"):
-            stats = {}
-            for metric in sorted({m for c in cells for m in c.get(part, {})}):
-                vals = [float(c[part][metric]) for c in cells if metric in c.get(part, {})]
-                vals = [v for v in vals if np.isfinite(v)]
-                if not vals:
-                    continue
-                stats[metric] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1
-                                 else 0.0, "min": float(min(vals)), "max": float(max(vals)), "n": len(vals)}
-            entry[part] = stats
-        out[key] = entry
-    return out
 
 
 def write_table(results: dict, path: Path) -> None:

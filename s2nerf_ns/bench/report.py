@@ -40,7 +40,7 @@ def _fmt(stat: Optional[dict], digits: int, signed: bool = False) -> str:
 
 
 def _rows(results: dict) -> List[dict]:
-    from s2nerf_ns.bench.privacy import summarise
+    from s2nerf_ns.bench.privacy_summary import summarise
 
     summary = summarise(results)  # always from the cells, so the tables depend on nothing else
     order = list(dict.fromkeys(c["room"] for c in results["cells"].values()))

@@ -15,7 +15,7 @@ the same room (``s2nerf-bench speed --ttq-only`` runs only this; its block: s2ne
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import os
 import statistics
@@ -30,7 +30,7 @@ import torch
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
-from s2nerf_ns.bench.common import PRESETS, Preset, checked_provenance, environment, sized_config
+from s2nerf_ns.bench.common import PRESETS, Preset, checked_provenance, environment, sized_config, with_values
 from s2nerf_ns.data.rooms_dataparser import RoomsDataParserConfig
 from s2nerf_ns.evaluation.image_metrics import lpips_weights_path, psnr
 from s2nerf_ns.integration.methods import method_config
@@ -47,10 +47,9 @@ def nerfacto_config():
     """nerfstudio's nerfacto on the built-in rooms with a single-process datamanager."""
     from nerfstudio.configs.method_configs import method_configs
 
-    config = method_configs["nerfacto"]
-    config.pipeline.datamanager = VanillaDataManagerConfig(dataparser=RoomsDataParserConfig())
-    config.pipeline.model.camera_optimizer.mode = "off"
-    return config
+    return with_values(method_configs["nerfacto"], {  # a copy: nerfstudio's registered config is left as it is
+        "pipeline.datamanager": VanillaDataManagerConfig(dataparser=RoomsDataParserConfig()),
+        "pipeline.model.camera_optimizer.mode": "off"})
 
 
 class Stepper:
@@ -115,10 +114,9 @@ def build(name: str, preset: Preset, rays: int, out_dir: Path, suffix: str = "",
     # Timing compares the reference-size models (only the smoke preset shrinks them, to test the plumbing).
     config = sized_config(base, preset, "office", out_dir, f"speed_{name}_{rays}{suffix}",
                           shrink_model=preset_is_smoke(preset))
-    if steps is not None:
-        config.max_num_iterations = steps
-    config.pipeline.datamanager.train_num_rays_per_batch = rays
-    config.pipeline.datamanager.dataparser.scene = "office"
+    config = with_values(config, {"pipeline.datamanager.train_num_rays_per_batch": rays,
+                                  "pipeline.datamanager.dataparser.scene": "office",
+                                  **({"max_num_iterations": steps} if steps is not None else {})})
     if name == "nerfacto" and not lpips_weights_path().exists():
         # nerfacto builds LPIPS at construction, which downloads AlexNet weights (impossible offline).
         # Timing never evaluates LPIPS, so a stand-in that is never called replaces it while nerfacto is built.
@@ -268,12 +266,11 @@ def client_cost(model_config, num_rays: int = 1024, repeats: int = 5) -> Dict[st
     from nerfstudio.data.scene_box import SceneBox
 
     torch.manual_seed(0)
-    model_config = copy.deepcopy(model_config)
-    model_config.run_steps = 1  # the client's cost does not depend on the defense's schedule
+    model_config = dataclasses.replace(model_config, run_steps=1)  # the client's cost does not depend on the schedule
     model = model_config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
     head = model.client_head
     linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
-    samples = model_config.num_samples
+    samples = model_config.server.num_samples
     flops = samples * sum(2 * m.in_features * m.out_features for m in linears)
     activations = samples * 4 * (head.in_dim + sum(2 * m.out_features for m in linears))  # outputs + ReLU/act
     origins = torch.zeros(num_rays, 3)

@@ -48,8 +48,9 @@ def markdown(record: Dict) -> str:
         f"rays per step, model {record['model']} (preset `{record['preset']}`, at most {record['max_steps']:,} "
         f"steps, held-out PSNR every {record['eval_every']} steps, evaluation not timed); {env['device']}, "
         f"{env['cpu_count']} cores; commit {str(prov['git_commit'])[:7]}{dirty}; one run per method. "
-        f"Load average (1 min) {load_avg['before']:.1f} before, {load_avg['after']:.1f} after: wall seconds carry "
-        f"the machine's load, CPU seconds (this process, all threads) much less, steps not at all.",
+        f"Load average (1 min) {load_avg['before']:.1f} before, {load_avg['after']:.1f} after: wall and CPU seconds "
+        f"(this process, all threads) both carry the machine's load, the steps (the first held-out check at or "
+        f"above the threshold) do not.",
         "",
         "| method | steps to reach | wall seconds | CPU seconds | CPU time vs nerfacto | last held-out PSNR (dB) |",
         "|---|---|---|---|---|---|",

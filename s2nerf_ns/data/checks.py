@@ -185,14 +185,15 @@ def check_nerfstudio_data(data, dataparser=None) -> None:
 
 
 def check_data(dataparser, data=None) -> None:
-    """Check the data a dataparser config will load; ``data`` overrides its own ``data`` (``ns-train --data``)."""
+    """Check the data a dataparser config will load; ``data`` overrides its own ``data`` (``ns-train --data``).
+    A config of this package checks its own (its ``check_data`` method, e.g. the rooms'); nerfstudio's
+    ``nerfstudio-data`` is checked here."""
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
-    from s2nerf_ns.data.rooms_dataparser import RoomsDataParserConfig
-
     data = data if _given(data) is not None else getattr(dataparser, "data", None)
-    if isinstance(dataparser, RoomsDataParserConfig):
-        check_room_data(data)
+    own_check = getattr(dataparser, "check_data", None)
+    if callable(own_check):
+        own_check(data)
     elif isinstance(dataparser, NerfstudioDataParserConfig):
         check_nerfstudio_data(data, dataparser)
     elif _given(data) is not None and not Path(data).expanduser().exists():

@@ -87,19 +87,20 @@ class LeakedViewsDataParser(DataParser):
         victim = cfg.victim.setup()
         train = victim.get_dataparser_outputs("train")
         is_room = isinstance(victim, RoomsDataParser)
-        extra = victim.get_extra_views() if is_room and cfg.source == "extra" else None
-        if cfg.source == "extra" and (extra is None or not extra.image_filenames):
+        source = cfg.source
+        extra = victim.get_extra_views() if is_room and source == "extra" else None
+        if source == "extra" and (extra is None or not extra.image_filenames):
             why = ("this room was rendered with --num-extra-views 0" if is_room else
                    "only the built-in s2nerf-rooms have extra views")
             CONSOLE.log(f"Leaked photos are training views (--pipeline.leaked.source train): {why}.")
-            cfg.source = "train"  # the run's config (and its leak report) says what was used
-        if cfg.source == "extra":
+            source = "train"  # the leak data's metadata (and so the leak report) says what was used
+        if source == "extra":
             assert extra is not None
             filenames, cameras = extra.image_filenames, extra.cameras
         else:
             filenames, cameras = train.image_filenames, train.cameras
         counts = {"train": len(train.image_filenames), "extra": len(extra.image_filenames) if extra else 0}
-        check_leak_count(cfg, cfg.source, counts)
+        check_leak_count(cfg, source, counts)
         if cfg.indices:
             chosen = list(cfg.indices)
         else:
@@ -111,5 +112,5 @@ class LeakedViewsDataParser(DataParser):
             scene_box=train.scene_box,
             dataparser_transform=train.dataparser_transform,
             dataparser_scale=train.dataparser_scale,
-            metadata={"leaked_indices": chosen, "leaked_source": cfg.source},
+            metadata={"leaked_indices": chosen, "leaked_source": source},
         )

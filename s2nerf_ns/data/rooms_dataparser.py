@@ -34,6 +34,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
+from s2nerf_ns.data.checks import check_image_size, check_room_data
 from s2nerf_ns.errors import DataSetupError, InputError
 from s2nerf_ns.evaluation.image_metrics import MIN_IMAGE_SIZE
 from s2nerf_ns.scenes.catalog import EVAL_INTERVAL, RoomRenderParams, eval_split_indices, validate_eval_interval
@@ -75,16 +76,17 @@ class RoomsDataParserConfig(RoomRenderParams, DataParserConfig):
         except ValueError as e:
             views = f" --num-views {self.num_views}" if "num_views" in str(e) else ""
             raise InputError(f"s2nerf-rooms{views} --eval-interval {self.eval_interval}: {e}") from None
-        from s2nerf_ns.data.checks import check_image_size
-
         check_image_size(self.resolution, self.resolution, f"s2nerf-rooms --resolution {self.resolution}",
                          f"give --resolution {MIN_IMAGE_SIZE} or more")
         self.cache_dir = Path(self.cache_dir).expanduser()
         if self.data is not None:
             self.data = Path(self.data).expanduser()
-            from s2nerf_ns.data.checks import check_room_data
-
             check_room_data(self.data)  # a plain nerfstudio folder: one line pointing to nerfstudio-data
+
+    def check_data(self, data) -> None:
+        """``ns-train --data FOLDER`` given over this config's ``data`` (called by
+        :func:`~s2nerf_ns.data.checks.check_data`): a rendered room folder, or nothing (the built-in room)."""
+        check_room_data(data)
 
     # -- cache (render_params() and cache_key() come from RoomRenderParams) --------------------------
     def cache_path(self) -> Path:

@@ -13,7 +13,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from s2nerf_ns.defenses.config import DefenseConfig
+from nerfstudio.configs.base_config import InstantiateConfig
+
+from s2nerf_ns.defenses.density_noise import DensityNoise
 from s2nerf_ns.defenses.perturbations import IdentityPerturbation, MaxNormNoise, S2NeRFNoise
 from s2nerf_ns.defenses.residual import ResidualNoise, per_pixel_privacy
 from s2nerf_ns.defenses.schedules import DecaySchedule
@@ -27,6 +29,10 @@ PRIVACY_SCOPE = {
     "clean": "per release, given the client head: J_r and rgb_r are treated as fixed. The client head trains on "
              "clean pixels and shapes J_r, which the server observes indirectly; that dependence is not covered. "
              "Covers one pixel; a k-pixel region costs up to k x epsilon (group privacy).",
+    "density": "per release, given the client head: each ray's density scalars are clipped and noised, and their "
+               "direction u = w / |w| is sent in clear. The client head trains on clean pixels and shapes w (and the "
+               "server's field trains on the noisy scalars); that dependence is not covered. Covers one pixel; a "
+               "k-pixel region costs up to k x epsilon (group privacy).",
 }
 """What the per-pixel guarantee covers, by ``residual_client``."""
 
@@ -42,7 +48,9 @@ class ScheduleLengthUnknownError(ValueError):
 class Defense:
     """Everything the client applies before pixel-derived data crosses: built by :meth:`DefenseConfig.setup`."""
 
-    def __init__(self, config: DefenseConfig, seed: int, schedule_steps: Optional[int]) -> None:
+    def __init__(self, config: InstantiateConfig, seed: int, schedule_steps: Optional[int]) -> None:
+        """``config``: the :class:`~s2nerf_ns.defenses.config.DefenseConfig` that builds it (``setup`` passes itself;
+        that module imports this one to name its ``_target``, so this one does not import it back)."""
         self.config = config
         self.seed = int(seed)
         steps = config.decay_steps or schedule_steps
@@ -58,6 +66,8 @@ class Defense:
                                         config.clip_to_median)
         elif config.kind == "max-norm":
             self.gradient = MaxNormNoise(config.max_norm_scale)
+        elif config.kind == "density-noise":
+            self.gradient = DensityNoise(config.density_clip, config.density_noise_scale)
         else:
             self.gradient = IdentityPerturbation()
         self.targets = LabelNoise(config.label_noise_std) if config.kind == "label-noise" else IdentityTargets()
@@ -116,6 +126,9 @@ class Defense:
                 )
             grad = torch.where(finite, grad, torch.zeros_like(grad))
         out = self.gradient(grad, h, step, self.generator(grad.device))
+        if isinstance(self.gradient, DensityNoise):  # one release of every ray of the batch (per-pixel accountant)
+            self.releases += 1
+            self.rays_per_step = max(self.rays_per_step, int(grad.shape[0]))
         if extra is not None:
             out = out + extra.to(out.dtype)
         self._record_stats(grad, out)
@@ -158,10 +171,16 @@ class Defense:
     def privacy(self) -> Optional[Dict[str, object]]:
         """Per-pixel (epsilon, delta) of the residual-noise releases so far (opacus RDP); None for other kinds
         or before the training-set size is known."""
-        if self.residual is None or not self.training_pixels:
+        mechanism = self.residual if self.residual is not None else (
+            self.gradient if isinstance(self.gradient, DensityNoise) else None)
+        if mechanism is None or not self.training_pixels:
             return None
-        report = per_pixel_privacy(self.residual.noise_multiplier, max(self.rays_per_step, 1), self.training_pixels,
+        report = per_pixel_privacy(mechanism.noise_multiplier, max(self.rays_per_step, 1), self.training_pixels,
                                    self.releases, self.config.dp_delta)
+        if self.residual is None:  # density-noise
+            report.update(density_clip=self.config.density_clip, density_noise_scale=self.config.density_noise_scale,
+                          scope=PRIVACY_SCOPE["density"])
+            return report
         report["noise_std_pixels"] = self.config.residual_noise_std
         report["client_trains_on"] = self.config.residual_client
         report["scope"] = PRIVACY_SCOPE[self.config.residual_client]
@@ -190,4 +209,7 @@ class Defense:
             s["label_noise_std"] = self.config.label_noise_std
         if self.residual is not None:
             s["residual_noise_std"] = self.config.residual_noise_std
+        if isinstance(self.gradient, DensityNoise) and self.gradient.last_clipped is not None:
+            s["density_clipped_share"] = float(self.gradient.last_clipped)
+            s["density_off_axis_share"] = float(self.gradient.last_off_axis)
         return s

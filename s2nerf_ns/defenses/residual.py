@@ -5,8 +5,9 @@ ray's colour residual ``e_r = dL / d rgb_r``. Noise on ``dL/dh`` spends most of 
 no colour; noise on ``e_r`` hides exactly the colour, at far less power. With the MSE loss
 ``L = sum_r ||rgb_r - y_r||^2 / (3N)``, ``e_r + n_r`` is the residual of a noisy target ``y_r + s xi_r``
 (``n_r = -2 s xi_r / (3N)``), so the client computes the sent gradient as the gradient of the loss against noisy
-targets. With ``residual-client clean`` its own head still trains on the clean gradient: the model adds the
-second vector-Jacobian product ``J^T n`` to what crosses (:meth:`Defense.server_targets`).
+targets. With ``residual-client clean`` its own head still trains on the clean gradient: the client computes the
+second vector-Jacobian product ``J^T n`` (:func:`noise_gradient`, against :meth:`Defense.server_targets`) and the
+channel adds it to the ``J^T e`` that crosses in the same step's backward.
 
 Sensitivity. Targets are clipped to ``[0, 1]``; neighbouring datasets differ in the colour of one pixel
 (replacement). ``y_r`` changes by at most ``sqrt(3)`` in L2, so ``e_r`` by ``2 sqrt(3) / (3N)``, and the noise
@@ -17,7 +18,7 @@ multiplier ``z = s / sqrt(3)`` (``J_r^T (e_r + n_r)`` is post-processing of it).
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Callable, Dict
 
 import torch
 from torch import Tensor
@@ -40,6 +41,16 @@ class ResidualNoise:
     def __call__(self, targets: Tensor, generator: torch.Generator) -> Tensor:
         noise = torch.randn(targets.shape, generator=generator, device=targets.device, dtype=targets.dtype)
         return targets.clamp(0.0, 1.0) + self.std * noise
+
+
+def noise_gradient(loss: Callable[[Tensor, Tensor], Tensor], rgb: Tensor, targets: Tensor, noisy_targets: Tensor,
+                   h: Tensor) -> Tensor:
+    """CLIENT (clean client): ``J^T n``, the gradient w.r.t. its copy of ``h`` of ``loss(noisy_targets, rgb) -
+    loss(targets, rgb)``: ``rgb`` is rendered by the client head from ``h``, ``noisy_targets`` are
+    :class:`ResidualNoise`'s. Added to the clean ``J^T e`` it is ``J^T (e + n)``; the graph is kept for the clean
+    loss's backward."""
+    difference = loss(noisy_targets, rgb) - loss(targets, rgb)
+    return torch.autograd.grad(difference, h, retain_graph=True)[0]
 
 
 def per_pixel_privacy(noise_multiplier: float, rays_per_step: int, training_pixels: int, steps: int,

@@ -27,17 +27,15 @@ the embedding attack; ``geometry_leakage_*`` = the floor's depth error minus the
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Type
+from typing import Dict, Iterator, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
-from PIL import Image
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.utils import writer
@@ -47,7 +45,9 @@ from s2nerf_ns.attacks.embedding import EmbeddingAttack
 from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig, SurrogateAttacker
 from s2nerf_ns.evaluation import geometry as geo
 from s2nerf_ns.evaluation.figures import save_image_grid
-from s2nerf_ns.evaluation.leakage import ColourMap, best_of, floor_scores, leakage, leakage_metrics, score_image
+from s2nerf_ns.evaluation.leakage import ColourMap, floor_scores, leakage_metrics, score_image
+from s2nerf_ns.evaluation.private_masks import load_masks, read_mask
+from s2nerf_ns.evaluation.run_scores import aggregate, derived_leakage
 from s2nerf_ns.integration.geometry_attacks import GEOMETRY_ATTACKS, GEOMETRY_FLOORS, GeometryAttacks
 from s2nerf_ns.integration.split_pipeline import SplitPipeline, SplitPipelineConfig
 from s2nerf_ns.protocol.channel import ServerView
@@ -58,66 +58,12 @@ RENDERS: Dict[str, str] = {"attack": "attack_rgb", "floor_surrogate": "floor_rgb
 DUMMY_MAPS = ("dummy", "dummy_floor_surrogate")
 """Colour maps of the dummy images (the attacker's, and the lambda_g = 0 surrogate's)."""
 MAP_NAMES = tuple(RENDERS) + DUMMY_MAPS
-SCORE_KEYS = ("psnr", "ssim", "nmi", "raw_lum_ssim", "cmpsnr", "cm_lum_ssim", "cm_nmi", "upper_cipsnr",
-              "upper_lum_ssim")
-"""The leakage scores (higher = more leaked) compared across attacks and floors."""
-PRIVATE_KEYS = tuple(f"private_{k}" for k in SCORE_KEYS if k != "upper_lum_ssim")
 GRID_PANELS: Dict[str, str] = {"gt": "ground truth", "rgb": "victim", "attack_rgb": "gradient attack",
                                "floor_rgb": "floor surrogate", "embedding_rgb": "embedding attack",
                                "shading_rgb": "shading attack", "inversion_rgb": "inversion attack"}
 """Panels of each eval view's ``attack`` image, left to right (render key -> label; absent renders are skipped)."""
 COLOUR_ATTACKS = ("attack", "embedding_attack", "shading_attack", "inversion_attack")
 """The attacks whose best defines ``leakage_*``."""
-
-
-def load_masks(dataset) -> Optional[List[Path]]:
-    """The private-item mask files of a nerfstudio dataset, or None when its dataparser has none."""
-    outputs = getattr(dataset, "_dataparser_outputs", None)
-    files = (getattr(outputs, "metadata", None) or {}).get("private_mask_filenames")
-    return list(files) if files else None
-
-
-def read_mask(path: Path, height: int, width: int) -> torch.Tensor:
-    """A boolean H x W private-item mask (255 = private), resized (nearest) to the image when needed."""
-    with Image.open(path) as im:
-        im = im.convert("L")
-        if im.size != (width, height):
-            im = im.resize((width, height), Image.NEAREST)
-        return torch.from_numpy(np.asarray(im) > 127)
-
-
-def aggregate(rows: Sequence[Dict[str, float]]) -> Dict[str, float]:
-    """Mean over images of every key, ignoring NaN; keys with no finite value are omitted (never NaN)."""
-    out: Dict[str, float] = {}
-    for key in {k for r in rows for k in r}:
-        vals = [float(r[key]) for r in rows if key in r and math.isfinite(float(r[key]))]
-        if vals:
-            out[key] = float(np.mean(vals))
-    return out
-
-
-def strip(metrics: Dict[str, float], prefix: str) -> Dict[str, float]:
-    """The leakage scores under ``prefix`` (``prefix_psnr`` -> ``psnr``)."""
-    keys = SCORE_KEYS + PRIVATE_KEYS
-    return {k: metrics[f"{prefix}_{k}"] for k in keys if f"{prefix}_{k}" in metrics}
-
-
-def derived_leakage(metrics: Dict[str, float], attacks: Sequence[str], gradient_attack: str = "attack",
-                    floors: Sequence[str] = ("floor_constant", "floor_surrogate"), out_prefix: str = "") -> Dict[str, float]:
-    """``floor_*`` (best of the floors), ``leakage_*`` (best attack - floor), ``<attack>_leakage_*`` (each
-    attack - floor) and, with an embedding attack, ``gradient_share_*`` (gradient attack - embedding attack),
-    from averaged scores."""
-    p = out_prefix
-    floor = best_of([strip(metrics, f"{p}{f}") for f in floors])
-    best = best_of([strip(metrics, f"{p}{a}") for a in attacks])
-    out = {f"{p}floor_{k}": v for k, v in floor.items()}
-    out.update({f"{p}leakage_{k}": v for k, v in leakage(best, floor).items()})
-    for attack in attacks:  # each attack's own margin over the floor
-        out.update({f"{p}{attack}_leakage_{k}": v for k, v in leakage(strip(metrics, f"{p}{attack}"), floor).items()})
-    if f"{p}embedding_attack" in [f"{p}{a}" for a in attacks]:
-        share = leakage(strip(metrics, f"{p}{gradient_attack}"), strip(metrics, f"{p}embedding_attack"))
-        out.update({f"{p}gradient_share_{k}": v for k, v in share.items()})
-    return out
 
 
 class _TrackedLoader:
@@ -183,8 +129,7 @@ class AttackPipeline(GeometryAttacks, SplitPipeline):
         )
         self.attacker: torch.nn.Module = config.attack.setup(**attacker_args).to(self.device)
         # a pipeline submodule: saved in checkpoints, in no optimizer group
-        floor_config = copy.deepcopy(config.attack)
-        floor_config.lambda_g = 0.0  # set after construction: the paper preset would reset it in __post_init__
+        floor_config = dataclasses.replace(config.attack, lambda_g=0.0)  # the no-gradient floor, checked as given
         self.floor_attacker = SurrogateAttacker(floor_config, **attacker_args).to(self.device)
         embed_dim = model.client_head.in_dim  # the width of h (public: the server computes h)
         self.embedding_attack = EmbeddingAttack(embed_dim, sample_reservoir=config.embedding_reservoir,

@@ -34,8 +34,8 @@ from s2nerf_ns import errors
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.evaluation.audit_report import leakage_intervals, verdict, write_report
 from s2nerf_ns.evaluation.geometry import geometry_leakage
-from s2nerf_ns.integration.attack_pipeline import (COLOUR_ATTACKS, GRID_PANELS, AttackPipeline, AttackPipelineConfig,
-                                                   derived_leakage)
+from s2nerf_ns.evaluation.run_scores import derived_leakage
+from s2nerf_ns.integration.attack_pipeline import COLOUR_ATTACKS, GRID_PANELS, AttackPipeline, AttackPipelineConfig
 from s2nerf_ns.integration.geometry_attacks import GEOMETRY_ATTACKS, GEOMETRY_FLOORS
 from s2nerf_ns.protocol.view_recorder import read_server_views
 
@@ -88,21 +88,25 @@ class AuditConfig:
         return base / RECORD if (base / RECORD / "meta.json").is_file() else None
 
 
-def as_audit_config(config):
-    """The run's TrainerConfig with its pipeline made the attack pipeline's evaluator (same datamanager, model)."""
+def as_audit_config(config, replay_steps: Optional[int] = None):
+    """A copy of the run's TrainerConfig with its pipeline made the attack pipeline's evaluator (same datamanager,
+    model), the server's fields loaded from its checkpoint instead of a server address, and the attacks' replay
+    length ``replay_steps`` where given (the floor attacker derives its config from the same attack config)."""
     pipeline = config.pipeline
     if not isinstance(pipeline, AttackPipelineConfig):
         keep = {f.name: getattr(pipeline, f.name) for f in dataclasses.fields(pipeline)
                 if f.name in {g.name for g in dataclasses.fields(AttackPipelineConfig)} and f.name != "_target"}
-        config.pipeline = AttackPipelineConfig(**keep)
-    config.pipeline.model.server_address = None  # the server's fields are loaded from its checkpoint instead
-    return config
+        pipeline = AttackPipelineConfig(**keep)
+    changes = {"model": dataclasses.replace(pipeline.model, server_address=None)}
+    if replay_steps is not None:
+        changes["attack"] = dataclasses.replace(pipeline.attack, replay_steps=replay_steps)
+    return dataclasses.replace(config, pipeline=dataclasses.replace(pipeline, **changes))
 
 
 def load_run(audit: AuditConfig) -> Tuple[AttackPipeline, int]:
     from nerfstudio.utils.eval_utils import eval_setup
 
-    _, pipeline, _, step = eval_setup(audit.load_config, test_mode="test", update_config_callback=as_audit_config)
+    _, pipeline, _, step = eval_setup(audit.load_config, test_mode="test", update_config_callback=lambda config: as_audit_config(config, audit.replay_steps))
     if audit.server_run is not None:
         from s2nerf_ns.transport.server import CHECKPOINT
 
@@ -127,6 +131,14 @@ def load_live_attacker(pipeline: AttackPipeline, server_run: Path) -> Optional[i
             state[key] = patch
     pipeline.surrogate.load_state_dict(state)
     return int(pipeline.surrogate.step_count)
+
+
+def live_attack(server_run: Optional[Path]) -> Optional[str]:
+    """The attack the server ran live (``s2nerf-server --attack``: "sma", "ssma"), or None."""
+    path = server_run / "attack" / "attacker.pt" if server_run is not None else None
+    if path is None or not path.is_file():
+        return None
+    return str(torch.load(path, map_location="cpu", weights_only=True).get("attack", "sma"))
 
 
 def replay_record(pipeline: AttackPipeline, folder: Path) -> int:
@@ -207,23 +219,26 @@ def run_audit(audit: AuditConfig) -> Dict[str, object]:
     pipeline, step = load_run(audit)
     pipeline.eval()
     ran: Dict[str, str] = {}
-    live = None if record is not None or audit.server_run is None else load_live_attacker(pipeline, audit.server_run)
+    kind = live_attack(audit.server_run)
+    live = None if record is not None or kind is None else load_live_attacker(pipeline, audit.server_run)
     if record is not None:
         steps = replay_record(pipeline, record)
         ran["gradient attacks (surrogate model attack, its lambda_g = 0 floor)"] = \
             f"replayed from {steps} recorded steps"
         ran["embedding attack"] = "on the recorded h"
-        if audit.replay_steps is not None:
-            pipeline.surrogate.config.replay_steps = audit.replay_steps
-            pipeline.floor_attacker.config.replay_steps = audit.replay_steps
         pipeline.replay_once()
+        if kind == "ssma":  # the scene-aided attack used the leaked photos, which the record does not hold
+            attacker_step = load_live_attacker(pipeline, audit.server_run)
+            ran["gradient attacks (surrogate model attack, its lambda_g = 0 floor)"] = (
+                f"the gradient attack is the server's own scene-aided attack (s2nerf-server --attack ssma, step "
+                f"{attacker_step}); its lambda_g = 0 floor replayed from {steps} recorded steps")
     else:
         views = embed_training_rays(pipeline, audit.embedding_rays_per_view)
         ran["embedding attack"] = f"on h of the server's fields at {views} training views"
         ran["gradient attacks"] = "not run: no server view recorded (train with --pipeline.record-server-view True)"
         if live is not None:
-            ran["gradient attacks"] = (f"the server's own surrogate model attack (s2nerf-server --attack sma, step "
-                                       f"{live}); its lambda_g = 0 floor not run: no server view recorded")
+            ran["gradient attacks"] = (f"the server's own surrogate model attack (s2nerf-server --attack {kind}, "
+                                       f"step {live}); its lambda_g = 0 floor not run: no server view recorded")
     pipeline.fit_colour_maps()
     metrics, rows = score_views(pipeline, audit.max_eval_images)
     sets = (COLOUR_ATTACKS, ("floor_constant", "floor_surrogate"), GEOMETRY_ATTACKS, GEOMETRY_FLOORS)

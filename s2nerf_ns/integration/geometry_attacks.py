@@ -9,7 +9,7 @@ the public rooms' photos and depth, never the victim's room).
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 from typing import Dict, List, Optional, Tuple
 
@@ -42,8 +42,7 @@ def public_room_views(victim_dataparser, rooms: List[str]) -> List[Tuple[torch.T
     the other built-in rooms (public data an attacker may hold), rendered at the victim's resolution."""
     examples = []
     for room in rooms:
-        config = copy.deepcopy(victim_dataparser)
-        config.scene = room
+        config = dataclasses.replace(victim_dataparser, scene=room)  # the victim's settings, another room
         outputs = config.setup().get_dataparser_outputs("train")
         meta = outputs.metadata
         for i, path in enumerate(outputs.image_filenames):

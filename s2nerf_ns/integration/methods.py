@@ -33,6 +33,7 @@ from s2nerf_ns.integration.model import SplitNerfModelConfig
 from s2nerf_ns.integration.scene_aided_pipeline import SceneAidedAttackPipelineConfig
 from s2nerf_ns.integration.split_pipeline import SplitPipelineConfig
 from s2nerf_ns.integration.trainer import SplitTrainerConfig
+from s2nerf_ns.protocol.server import ServerFieldConfig
 
 MAX_ITERATIONS = 5000
 CUDA = torch.cuda.is_available()
@@ -60,7 +61,7 @@ def split_trainer(method_name: str, model: SplitNerfModelConfig, pipeline_cls: t
     """A TrainerConfig for a split-NeRF method on the built-in rooms (any nerfstudio dataparser works)."""
     optimizers = {"server_fields": optimizer(), "client_head": optimizer(),
                   "client_appearance": optimizer()}  # used only with --pipeline.model.client-appearance True
-    if model.sampler == "proposal":
+    if model.server.sampler == "proposal":
         optimizers["server_proposal"] = optimizer()
     return SplitTrainerConfig(  # checks the command line's values when tyro builds it
         method_name=method_name,
@@ -103,8 +104,8 @@ def lite_model(**kwargs) -> SplitNerfModelConfig:
     """s2nerf-lite: the client keeps as little as the protocol allows. The server runs the sampler, the hash
     grid and two of three density layers; the client keeps the last density layer (64 -> 16), a degree-2
     direction encoding and a 2-layer, 32-wide colour head, plus volume rendering and the loss."""
-    return SplitNerfModelConfig(num_density_layers=3, cut_depth=2, sh_levels=2, color_hidden_dim=32,
-                                num_color_layers=2, **kwargs)
+    return SplitNerfModelConfig(server=ServerFieldConfig(num_density_layers=3, cut_depth=2), sh_levels=2,
+                                color_hidden_dim=32, num_color_layers=2, **kwargs)
 
 
 def ssma_pipeline(**kwargs) -> dict:

@@ -11,11 +11,12 @@ With ``split=False`` the same architecture is trained unsplit (the ``s2nerf-cent
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
+from typing import Annotated, Callable, Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -32,14 +33,16 @@ from nerfstudio.utils import colormaps, writer
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from s2nerf_ns.defenses import DefenseConfig
+from s2nerf_ns.defenses.residual import noise_gradient
 from s2nerf_ns.defenses.state import DefenseCounters
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.evaluation.image_metrics import build_lpips, lpips_score, psnr, ssim
 from s2nerf_ns.protocol.channel import GradientChannel
 from s2nerf_ns.protocol.client import ClientHead
 from s2nerf_ns.protocol.cut import check_cut_depth
+from s2nerf_ns.protocol.fine_geometry import GEOMETRY_KNOBS, check_client_geometry, coarse_levels
 from s2nerf_ns.protocol.rendering import VolumeRenderer, samples_from_bins
-from s2nerf_ns.protocol.server import ServerField, ServerSide
+from s2nerf_ns.protocol.server import ServerFieldConfig, arch_fields
 from s2nerf_ns.transport.client import RemoteOptions, RemoteServerSide, check_remote, remote_arch
 
 RAY_INDICES_KEY = "ray_indices"
@@ -58,48 +61,15 @@ class SplitNerfModelConfig(ModelConfig):
     _target: Type = field(default_factory=lambda: SplitNerfModel)
     split: bool = True
     """Train across the gradient channel (True) or as the unsplit twin of the same architecture (False)."""
-    cut_depth: int = 1
-    """Number of density-MLP layers on the server (reference: 1, so h is the 64-wide first-layer output)."""
-    num_density_layers: int = 2
-    """Layers of the density MLP in total (server + client)."""
-    hidden_dim: int = 64
-    """Width of the density MLP (and of h when cut_depth >= 1)."""
-    geo_feat_dim: int = 15
-    """Geometry features passed from the density to the colour MLP."""
+    server: Annotated[ServerFieldConfig, tyro.conf.arg(name="")] = field(default_factory=ServerFieldConfig)
+    """The server's architecture (protocol/server.py), flattened: its flags are --pipeline.model.<name>."""
     color_hidden_dim: int = 64
     """Width of the colour MLP."""
     num_color_layers: int = 3
     """Layers of the colour MLP."""
     sh_levels: int = 4
     """Spherical-harmonics degree of the direction encoding."""
-    num_levels: int = 16
-    """Hash-grid levels."""
-    features_per_level: int = 2
-    """Hash-grid features per level."""
-    min_res: int = 16
-    """Coarsest hash-grid resolution."""
-    max_res: int = 2048
-    """Finest hash-grid resolution."""
-    log2_hashmap_size: int = 19
-    """log2 of the hash-table size per level."""
-    implementation: Literal["tcnn", "torch"] = "torch"
-    """Hash-grid implementation (tcnn needs tiny-cuda-nn)."""
-    sampler: Literal["uniform", "proposal"] = "uniform"
-    """uniform: stratified samples between the box entry and exit (the server learns only the rays);
-    proposal: nerfacto-style proposal networks on the server, which need the client's render weights."""
-    num_samples: int = 64
-    """Samples per ray evaluated by the server fields."""
-    num_proposal_samples: Tuple[int, ...] = (128,)
-    """Samples per ray of each proposal network (proposal sampler only)."""
-    proposal_update_every: int = 5
-    proposal_warmup: int = 1000
     interlevel_loss_mult: float = 1.0
-    near_plane: float = 0.02
-    """Near plane (scene units)."""
-    far_plane: float = 1000.0
-    """Far plane, used with --unbounded."""
-    unbounded: bool = False
-    """Real captures with content outside the scene box: contract space and sample up to far_plane."""
     background_color: Literal["black", "white", "last_sample"] = "last_sample"
     """Colour of rays that leave the scene without hitting anything."""
     defense: DefenseConfig = field(default_factory=DefenseConfig)
@@ -111,10 +81,21 @@ class SplitNerfModelConfig(ModelConfig):
     """client-appearance: tri-plane resolution per axis."""
     client_appearance_features: int = 4
     """client-appearance: tri-plane features (summed over the three planes) fed to the colour MLP."""
+    client_geometry: bool = False
+    """Keep the fine geometry on the client (protocol/fine_geometry.py): the server's hash grid holds only its levels
+    up to client-geometry-server-res; the client adds its own tri-plane term to the log density."""
+    client_geometry_resolution: int = 64
+    """client-geometry: the client's tri-plane resolution per axis."""
+    client_geometry_features: int = 8
+    """client-geometry: the client's tri-plane features (mapped to one log-density term)."""
+    client_geometry_server_res: int = 32
+    """client-geometry: the finest hash-grid resolution the server keeps (its levels above it are dropped)."""
     run_seed: tyro.conf.Suppress[Optional[int]] = None
     """The run's seed (set by the method's trainer from --machine.seed; seeds the defense's noise)."""
     run_steps: tyro.conf.Suppress[Optional[int]] = None
     """The run's length (set by the method's trainer from --max-num-iterations; the defense's schedule)."""
+    hello_by_pipeline: tyro.conf.Suppress[bool] = False
+    """Two processes: the split pipelines say Hello (``hello``) once the training images' size is known."""
     server_address: Optional[str] = None
     """host:port of an ``s2nerf-server``: the server part then runs in that process (README, "Two machines")."""
     server_token_file: Optional[Path] = None
@@ -130,22 +111,54 @@ class SplitNerfModelConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         """Refuse a value that cannot work, in one line naming the flag as typed (``--pipeline.model.<name>``)."""
-        check_cut_depth(self.cut_depth, self.num_density_layers)
+        server = self.server
+        check_cut_depth(server.cut_depth, server.num_density_layers)
         for name in ("hidden_dim", "num_samples", "num_levels", "features_per_level", "num_color_layers"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"{model_flag(name)} {getattr(self, name)}: must be a positive number")
+            value = getattr(self if name == "num_color_layers" else server, name)
+            if value <= 0:
+                raise InputError(f"{model_flag(name)} {value}: must be a positive number")
         if not 1 <= self.sh_levels <= 4:
             raise InputError(f"{model_flag('sh_levels')} {self.sh_levels}: must be 1, 2, 3 or 4")
-        if self.near_plane < 0 or self.far_plane <= self.near_plane:
-            raise InputError(f"{model_flag('near_plane')} {self.near_plane} and {model_flag('far_plane')} "
-                             f"{self.far_plane}: need 0 <= near plane < far plane")
+        if server.near_plane < 0 or server.far_plane <= server.near_plane:
+            raise InputError(f"{model_flag('near_plane')} {server.near_plane} and {model_flag('far_plane')} "
+                             f"{server.far_plane}: need 0 <= near plane < far plane")
         if self.server_address:  # two processes: address, token file, sampler and TLS (transport/client.py)
-            check_remote(self.server_address, self.server_token_file, self.sampler, self.remote)
+            check_remote(self.server_address, self.server_token_file, server.sampler, self.remote)
+        self.check_geometry_defenses()
+
+    def __setstate__(self, state: Dict[str, object]) -> None:
+        """Loading (``config.yml``, copies): a run saved before the server's architecture was nested has its fields
+        flat in the model's; they are moved into ``server`` (compatibility with those run folders, for ns-eval)."""
+        flat = {name: state.pop(name) for name in list(state) if name in arch_fields()}
+        if flat:
+            state["server"] = ServerFieldConfig(**flat)
+        self.__dict__.update(state)
+
+    def check_geometry_defenses(self) -> None:
+        """Fail closed on the geometry defenses: client-geometry knobs without it, and density-noise on a head whose
+        gradient rows are not one scalar times the client's ``w`` (client appearance, one client density layer)."""
+        server = self.server
+        check_client_geometry(self.client_geometry, {k: getattr(self, k) for k in GEOMETRY_KNOBS}, server.min_res,
+                              server.max_res)
+        if self.defense.kind == "density-noise" and not (
+                self.client_appearance and server.num_density_layers - server.cut_depth == 1):
+            raise InputError(f"--pipeline.model.defense.kind density-noise needs a client head whose density is linear "
+                             f"in h: add {model_flag('client_appearance')} True and keep one client density layer "
+                             f"({model_flag('num_density_layers')} = {model_flag('cut_depth')} + 1)")
 
 
 def model_flag(name: str) -> str:
-    """The ns-train flag of a model field, as typed: ``hidden_dim`` -> ``--pipeline.model.hidden-dim``."""
+    """The ns-train flag of a model field (or of its nested server architecture, whose flags are flattened into the
+    model's), as typed: ``hidden_dim`` -> ``--pipeline.model.hidden-dim``."""
     return "--pipeline.model." + name.replace("_", "-")
+
+
+def replace_model(model: SplitNerfModelConfig, **fields) -> SplitNerfModelConfig:
+    """A copy of ``model`` with ``fields`` changed by ``dataclasses.replace``, so that its checks run on the new
+    values. Fields are named as their flags are (``num_levels``, not ``server.num_levels``): the server
+    architecture's go to the nested ``server`` config."""
+    server = {name: fields.pop(name) for name in list(fields) if name in arch_fields()}
+    return dataclasses.replace(model, server=dataclasses.replace(model.server, **server), **fields)
 
 
 class SplitNerfModel(Model):
@@ -153,39 +166,58 @@ class SplitNerfModel(Model):
 
     config: SplitNerfModelConfig
 
+    def hello(self, image_size: Optional[Tuple[int, int]] = None) -> None:
+        """Introduce this client to s2nerf-server: public protocol knowledge only (the architectures, the number and
+        size of the training images, the run's length, the defense's public settings)."""
+        cfg, extra = self.config, {"image_size": [int(v) for v in image_size]} if image_size else {}
+        self.server.hello(self.client_architecture(), num_images=self.num_train_data, run_steps=cfg.run_steps,
+                          background_color=cfg.background_color, defense=self.channel.defense.public(), **extra)
+
     def client_architecture(self) -> Dict[str, int]:
         """The client head's architecture (public protocol knowledge), without its weights."""
+        cfg, shared = self.config, self.config.server
+        return dict(encoding_dim=self.server.field.encoding.get_out_dim(), hidden_dim=shared.hidden_dim,
+                    num_density_layers=shared.num_density_layers, geo_feat_dim=shared.geo_feat_dim,
+                    cut_depth=shared.cut_depth, sh_levels=cfg.sh_levels, color_hidden_dim=cfg.color_hidden_dim,
+                    num_color_layers=cfg.num_color_layers, **self._appearance_architecture(),
+                    **self._geometry_architecture())
+
+    def _geometry_architecture(self) -> Dict[str, float]:
         cfg = self.config
-        return dict(encoding_dim=self.server.field.encoding.get_out_dim(), hidden_dim=cfg.hidden_dim,
-                    num_density_layers=cfg.num_density_layers, geo_feat_dim=cfg.geo_feat_dim,
-                    cut_depth=cfg.cut_depth, sh_levels=cfg.sh_levels, color_hidden_dim=cfg.color_hidden_dim,
-                    num_color_layers=cfg.num_color_layers, **self._appearance_architecture())
+        if not cfg.client_geometry:
+            return {}
+        bound = float(self.scene_box.aabb.abs().max()) if not cfg.server.unbounded else 2.0
+        return dict(geometry_resolution=cfg.client_geometry_resolution,
+                    geometry_features=cfg.client_geometry_features, geometry_bound=bound)
+
+    def server_config(self) -> ServerFieldConfig:
+        """The server's architecture; with client geometry its hash grid keeps only the coarse levels."""
+        cfg = self.config
+        if not cfg.client_geometry:
+            return cfg.server
+        levels, max_res = coarse_levels(cfg.server.num_levels, cfg.server.min_res, cfg.server.max_res,
+                                        cfg.client_geometry_server_res)
+        return dataclasses.replace(cfg.server, num_levels=levels, max_res=int(max_res))
 
     def _appearance_architecture(self) -> Dict[str, float]:
         cfg = self.config
         if not cfg.client_appearance:
             return {}
-        bound = float(self.scene_box.aabb.abs().max()) if not cfg.unbounded else 2.0
+        bound = float(self.scene_box.aabb.abs().max()) if not cfg.server.unbounded else 2.0
         return dict(appearance_resolution=cfg.client_appearance_resolution,
                     appearance_features=cfg.client_appearance_features, appearance_bound=bound)
 
     def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
-        aabb = self.scene_box.aabb
+        cfg.check_geometry_defenses()  # again: a config changed in code (the benchmarks) skipped tyro's checks
         # ------------------------------------------------------------------ SERVER
         if cfg.server_address:  # two processes: the server part runs in s2nerf-server (s2nerf_ns/transport)
             self.server = RemoteServerSide(cfg.server_address, cfg.server_token_file,
-                                           remote_arch(cfg, self.scene_box), lambda: self.channel.step, cfg.remote)
-        field = None if cfg.server_address else ServerField(
-            aabb, cfg.num_levels, cfg.features_per_level, cfg.min_res, cfg.max_res, cfg.log2_hashmap_size,
-            cfg.hidden_dim, cfg.num_density_layers, cfg.geo_feat_dim, cfg.cut_depth, cfg.unbounded,
-            cfg.implementation,
-        )
-        if field is not None:
-            self.server = ServerSide(self.scene_box, field, cfg.num_samples, cfg.near_plane, cfg.far_plane,
-                                     cfg.unbounded, cfg.sampler, cfg.num_proposal_samples, cfg.proposal_update_every,
-                                     cfg.proposal_warmup, cfg.implementation)
+                                           remote_arch(self.server_config(), self.scene_box), lambda: self.channel.step,
+                                           cfg.remote)
+        else:
+            self.server = self.server_config().setup(scene_box=self.scene_box)  # ServerSide
         self.collider = self.server.collider  # applied by nerfstudio's Model.forward before get_outputs
         # ------------------------------------------------------------------ CHANNEL
         seed = 42 if cfg.run_seed is None else cfg.run_seed  # nerfstudio's default --machine.seed
@@ -199,10 +231,8 @@ class SplitNerfModel(Model):
         self.psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.lpips = build_lpips()
         self.step = 0
-        if cfg.server_address:
-            self.server.hello(self.client_architecture(), num_images=self.num_train_data, run_steps=cfg.run_steps,
-                              background_color=cfg.background_color, defense=defense.public())  # public knowledge
-        self._client_h: Optional[Tensor] = None  # residual-noise: the client's copy of h of this training step
+        if cfg.server_address and not cfg.hello_by_pipeline:
+            self.hello()
         # ------------------------------------------------------------------ hooks for pipelines
         self.server_renders: Dict[str, ServerRender] = {}
         self.eval_image_hooks: List[EvalImageHook] = []
@@ -227,7 +257,7 @@ class SplitNerfModel(Model):
             groups["client_appearance"] = list(appearance.parameters())
         if self.config.server_address:
             groups.pop("server_fields")  # held, and stepped, by s2nerf-server
-        if self.config.sampler == "proposal":
+        if self.config.server.sampler == "proposal":
             groups["server_proposal"] = list(self.server.proposal_networks.parameters())
         return groups
 
@@ -260,7 +290,7 @@ class SplitNerfModel(Model):
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], log_defense,
                              update_every_num_iters=log_every),
         ]
-        if self.config.sampler == "proposal":
+        if self.config.server.sampler == "proposal":
             callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
                                               self.server.proposal_sampler.step_cb, update_every_num_iters=1))
         return callbacks
@@ -302,15 +332,16 @@ class SplitNerfModel(Model):
                        "ray_indices": ray_indices if ray_indices is not None
                        else torch.full((len(ray_bundle), 3), -1, dtype=torch.long, device=h.device)}
             bins_client = self.channel.server_sends("sample_bins", bins)
-            h_client = self.channel.server_sends_embeddings(h, context)
-            if self.channel.training and self.channel.defense.residual is not None:
-                self._client_h = h_client  # CLIENT keeps its copy of h for the second VJP (J^T n)
+            h_client, extra_port = self.channel.server_sends_embeddings(h, context)
+            residual = self.channel.training and self.channel.defense.residual is not None
         else:
-            bins_client, h_client = bins.detach(), h
+            bins_client, h_client, residual = bins.detach(), h, False
         # ============================== CLIENT
         outputs = self.client_render(ray_bundle, bins_client, h_client)
+        if residual:  # CLIENT keeps its copy of h and the channel's extra port for the second VJP (J^T n)
+            outputs.update(client_h=h_client, extra_port=extra_port)
         # ============================== CLIENT -> SERVER (proposal sampler only): render weights
-        if self.config.sampler == "proposal":
+        if self.config.server.sampler == "proposal":
             weights = outputs["weights"]
             if split:
                 weights = self.channel.client_sends("proposal_weights", weights)
@@ -330,19 +361,15 @@ class SplitNerfModel(Model):
         image = batch["image"][..., :3].to(self.device)
         return self.channel.defense.targets_for_loss(image) if self.training else image
 
-    def _client_sends_residual_noise(self, rgb: Tensor, targets: Tensor) -> None:
-        """CLIENT (residual-noise, clean client): the sent gradient is ``J^T (e + n)``. ``e + n`` is the MSE residual
-        of noisy targets, so ``J^T n`` is the VJP of (loss on noisy targets - loss on clean targets) through the
-        client head; the channel adds it to the clean ``J^T e`` it receives. The client's own parameters are
-        updated by the clean loss only."""
-        h, self._client_h = self._client_h, None
-        if h is None or not (self.training and torch.is_grad_enabled()):
-            return
+    def _client_sends_residual_noise(self, loss: Tensor, outputs: Dict[str, Tensor], targets: Tensor) -> Tensor:
+        """CLIENT (residual-noise, clean client): the clean ``loss``, same value, whose backward sends ``J^T (e + n)``:
+        the channel adds ``J^T n`` (:func:`noise_gradient`, through this step's extra port) to the clean ``J^T e``.
+        The client's own parameters are updated by the clean loss only."""
         noisy = self.channel.defense.server_targets(targets)
         if noisy is None:
-            return
-        difference = self.rgb_loss(noisy, rgb) - self.rgb_loss(targets, rgb)
-        self.channel.client_adds_to_gradient(torch.autograd.grad(difference, h, retain_graph=True)[0])
+            return loss
+        extra = noise_gradient(self.rgb_loss, outputs["rgb"], targets, noisy, outputs["client_h"])
+        return self.channel.client_adds_to_gradient(loss, outputs["extra_port"], extra)
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         image = batch["image"][..., :3].to(self.device)
@@ -351,8 +378,9 @@ class SplitNerfModel(Model):
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         targets = self.client_targets(batch)
         loss_dict = {"rgb_loss": self.rgb_loss(targets, outputs["rgb"])}
-        self._client_sends_residual_noise(outputs["rgb"], targets)
-        if self.training and self.config.sampler == "proposal":
+        if "extra_port" in outputs and self.training and torch.is_grad_enabled():
+            loss_dict["rgb_loss"] = self._client_sends_residual_noise(loss_dict["rgb_loss"], outputs, targets)
+        if self.training and self.config.server.sampler == "proposal":
             # SERVER: the proposal networks are trained on the server from the client's (sent) weights.
             loss_dict["interlevel_loss"] = self.config.interlevel_loss_mult * interlevel_loss(
                 outputs["weights_list"], outputs["ray_samples_list"])

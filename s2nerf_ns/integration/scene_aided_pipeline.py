@@ -5,6 +5,7 @@ used for scoring. The victim's datamanager is unchanged."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from torch import Tensor
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from torch.cuda.amp.grad_scaler import GradScaler
 
-from s2nerf_ns.attacks.pose import pose_errors
-from s2nerf_ns.attacks.pose_search import PoseSearchConfig, attack_search_config
+from s2nerf_ns.attacks.pose.camera import pose_errors
+from s2nerf_ns.attacks.pose.config import PoseSearchConfig, attack_search_config
 from s2nerf_ns.attacks.scene_aided import LeakBatch, SceneAidedAttacker
 from s2nerf_ns.data.leaked_views import LeakedViewsDataParserConfig
 from s2nerf_ns.errors import data_setup
@@ -74,10 +75,10 @@ class SceneAidedAttackPipeline(AttackPipeline):
                  test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
                  grad_scaler: Optional[GradScaler] = None):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
-        config.leaked.victim = config.datamanager.dataparser
+        leaked = dataclasses.replace(config.leaked, victim=config.datamanager.dataparser)  # which data the leak is of
         with data_setup("the leaked photos"):  # a file that cannot be loaded: one line naming it
             self.leak_datamanager: VanillaDataManager = VanillaDataManagerConfig(
-                dataparser=config.leaked, train_num_rays_per_batch=config.leak_rays_per_step,
+                dataparser=leaked, train_num_rays_per_batch=config.leak_rays_per_step,
                 eval_num_rays_per_batch=config.leak_rays_per_step,
             ).setup(device=device, test_mode=test_mode)
         cameras = self.leak_datamanager.train_dataset.cameras
@@ -186,8 +187,9 @@ class SceneAidedAttackPipeline(AttackPipeline):
         if not self.pose_report:
             self.pose_report = {"pose": "known", "views": [
                 {"leaked": i, "estimated": pose_errors(attacker_c2w[i], self.true_leak_c2w[i])} for i in range(n)]}
-        self.pose_report["leaked_indices"] = self.leak_datamanager.train_dataparser_outputs.metadata["leaked_indices"]
-        self.pose_report["leaked_source"] = self.config.leaked.source
+        leak = self.leak_datamanager.train_dataparser_outputs.metadata  # what was used (extra views may fall back)
+        self.pose_report["leaked_indices"] = leak["leaked_indices"]
+        self.pose_report["leaked_source"] = leak["leaked_source"]
         for i in range(n):
             self.pose_report["views"][i]["true_c2w"] = self.true_leak_c2w[i].tolist()
             self.pose_report["views"][i]["attacker_c2w"] = attacker_c2w[i].tolist()

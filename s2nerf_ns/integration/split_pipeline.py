@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Literal, Optional, Type
@@ -38,11 +39,12 @@ class SplitPipelineConfig(VanillaPipelineConfig):
         rays = getattr(self.datamanager, "train_num_rays_per_batch", 1)
         if not isinstance(model, SplitNerfModelConfig):
             return 0
-        dim = density_mlp_dims(model.num_levels * model.features_per_level, model.hidden_dim,
-                               model.num_density_layers, 1 + model.geo_feat_dim)[model.cut_depth]
-        kept = rays_within_budget(self.server_view_max_mb, steps, self.server_view_every, model.num_samples, dim, rays)
+        arch = model.server
+        dim = density_mlp_dims(arch.num_levels * arch.features_per_level, arch.hidden_dim,
+                               arch.num_density_layers, 1 + arch.geo_feat_dim)[arch.cut_depth]
+        kept = rays_within_budget(self.server_view_max_mb, steps, self.server_view_every, arch.num_samples, dim, rays)
         if kept < 1:
-            need = -(-steps // self.server_view_every) * bytes_per_ray(model.num_samples, dim) / 2**20
+            need = -(-steps // self.server_view_every) * bytes_per_ray(arch.num_samples, dim) / 2**20
             raise InputError(f"--pipeline.server-view-max-mb {self.server_view_max_mb:g}: too small to keep even one ray "
                              f"per recorded step of {steps} steps (needs {need:.1f} MiB); raise it or "
                              "--pipeline.server-view-every")
@@ -70,9 +72,15 @@ class SplitPipeline(VanillaPipeline):
 
     def __init__(self, config: SplitPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
                  world_size: int = 1, local_rank: int = 0, grad_scaler: Optional[GradScaler] = None):
+        remote = isinstance(config.model, SplitNerfModelConfig) and bool(config.model.server_address)
+        if remote:  # Hello below, with the training images' size (a copy: the run's config is not changed)
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model, hello_by_pipeline=True))
         # A folder, transforms.json or image that nerfstudio's dataparser cannot load: one line naming the file.
         with data_setup("the training data"):
             super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        if remote:
+            cameras = self.datamanager.train_dataset.cameras
+            self.split_model.hello(image_size=(int(cameras.height.max()), int(cameras.width.max())))
 
     @property
     def split_model(self) -> SplitNerfModel:
@@ -99,7 +107,7 @@ class SplitPipeline(VanillaPipeline):
         if self.run_dir is None or not model.config.split or self.view_recorder is not None:
             return
         rays = self.config.server_view_rays(steps)
-        meta = {"steps": steps, "num_samples": model.config.num_samples, "dim": model.client_head.in_dim,
+        meta = {"steps": steps, "num_samples": model.config.server.num_samples, "dim": model.client_head.in_dim,
                 "max_mb": self.config.server_view_max_mb, "head": model.client_architecture(),
                 "background_color": model.config.background_color}
         self.view_recorder = ServerViewRecorder(self.run_dir / "server_view", rays, self.config.server_view_every,

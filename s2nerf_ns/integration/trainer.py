@@ -83,7 +83,12 @@ class SplitTrainer(Trainer):
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         """Hand the run's seed and length to the model config before the pipeline (and the defense) is built,
-        and save them in the run's ``config.yml`` so that ``ns-eval`` rebuilds the same defense."""
+        and save them in the run's ``config.yml`` so that ``ns-eval`` rebuilds the same defense.
+
+        This hand-over (``run_seed``, ``run_steps``, and with two processes the server's schedule, which follows
+        the optimizers) and :meth:`train`'s count of the steps after a checkpoint are the one place where the
+        package changes a config after it is built (tests/test_config_structure.py holds every other file to it):
+        the values exist only once the trainer has the whole command line."""
         model = self.config.pipeline.model
         split = isinstance(model, SplitNerfModelConfig)
         if split:  # checked again before anything is written: a config changed in code skipped tyro's checks

@@ -10,7 +10,7 @@ and the defended gradient it received — and nothing of the client.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 import torch
 from jaxtyping import Float, Int
@@ -48,22 +48,48 @@ Observer = Callable[[ServerView], None]
 
 
 class _Crossing(torch.autograd.Function):
-    """Identity forward (``h`` to the client); backward hands ``dL/dh`` to the channel, which returns what
-    the server receives. The client's own parameters get their gradients from the client's graph, which
-    ends at the client's copy of ``h``: they are never affected by what is sent back."""
+    """Identity forward (``h`` to the client, plus the *extra port*: a zero of ``h``'s shape, no memory); backward
+    hands ``dL/dh`` and the gradient that reached the port to the channel, which returns what the server receives.
+    The client's own parameters get their gradients from the client's graph, which ends at the client's copy of
+    ``h``: they are never affected by what is sent back."""
 
     @staticmethod
-    def forward(ctx, h: Tensor, channel: "GradientChannel", context: Dict[str, Tensor]) -> Tensor:  # type: ignore
+    def forward(ctx, h: Tensor, channel: "GradientChannel", context: Dict[str, Tensor]):  # type: ignore
         ctx.channel = channel
         ctx.context = context
         ctx.save_for_backward(h)
-        return h.detach().clone()
+        ctx.set_materialize_grads(False)  # an unused port gets None, not a tensor of zeros
+        return h.detach().clone(), h.new_zeros(()).expand_as(h)
 
     @staticmethod
-    def backward(ctx, grad_h: Tensor):  # type: ignore
+    def backward(ctx, grad_h: Optional[Tensor], extra: Optional[Tensor]):  # type: ignore
         (h,) = ctx.saved_tensors
-        sent = ctx.channel.client_sends_gradient(grad_h, h, ctx.context)
+        grad_h = torch.zeros_like(h) if grad_h is None else grad_h
+        sent = ctx.channel.client_sends_gradient(grad_h, h, ctx.context, extra)
         return sent, None, None
+
+
+class _AddToSent(torch.autograd.Function):
+    """Identity on the client's loss; its backward puts ``extra`` (times the loss's gradient) on the extra port."""
+
+    @staticmethod
+    def forward(ctx, loss: Tensor, port: Tensor, extra: Tensor) -> Tensor:  # type: ignore
+        ctx.save_for_backward(extra)
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor):  # type: ignore
+        (extra,) = ctx.saved_tensors
+        return grad_loss, extra * grad_loss, None
+
+
+class Received(NamedTuple):
+    """What the client holds after the forward crossing."""
+
+    h: Tensor
+    """The client's copy of ``h``: its graph starts here; the gradient reaching it is the client's ``dL/dh``."""
+    extra_port: Optional[Tensor]
+    """Where :meth:`GradientChannel.client_adds_to_gradient` attaches an extra gradient (None without autograd)."""
 
 
 class GradientChannel:
@@ -77,12 +103,6 @@ class GradientChannel:
         self.step = 0
         self.training = False
         """Set by the model: crossings are recorded (and observed) for training steps only, not eval renders."""
-        self.pending_extra: Optional[Tensor] = None
-        """residual-noise: ``J^T n`` computed by the client for this step, added to what crosses (then cleared)."""
-
-    def client_adds_to_gradient(self, extra: Tensor) -> None:
-        """The client's second VJP (``J^T n`` of the residual-noise defense), added to the next gradient sent."""
-        self.pending_extra = extra.detach()
 
     def add_observer(self, observer: Observer) -> None:
         """Register a callable that receives the :class:`ServerView` of every training step."""
@@ -105,10 +125,17 @@ class GradientChannel:
         self._log(name, CLIENT_TO_SERVER, tensor, derived_from_pixels)
         return tensor.detach()
 
-    def client_sends_gradient(self, grad_h: Tensor, h: Tensor, context: Dict[str, Tensor]) -> Tensor:
-        """Backward crossing: apply the defense, record, notify observers, hand over to the server."""
-        extra, self.pending_extra = self.pending_extra, None
-        sent = self.defense.gradient_to_send(grad_h, h, self.step, **({"extra": extra} if extra is not None else {}))
+    def client_adds_to_gradient(self, loss: Tensor, extra_port: Tensor, extra: Tensor) -> Tensor:
+        """The client's loss, same value, whose backward adds ``extra`` (the residual-noise defense's ``J^T n``) to
+        the gradient that crosses in this step's backward (after the defense's perturbation, as
+        :meth:`Defense.gradient_to_send` documents). ``extra_port``: :attr:`Received.extra_port` of this step."""
+        return _AddToSent.apply(loss, extra_port, extra.detach())
+
+    def client_sends_gradient(self, grad_h: Tensor, h: Tensor, context: Dict[str, Tensor],
+                              extra: Optional[Tensor] = None) -> Tensor:
+        """Backward crossing: apply the defense (``extra``: see :meth:`client_adds_to_gradient`), record, notify
+        observers, hand over to the server."""
+        sent = self.defense.gradient_to_send(grad_h, h, self.step, extra)
         self._log("grad_h", CLIENT_TO_SERVER, sent, derived_from_pixels=True)
         if self.observers and self.training:
             public = self.defense.public()
@@ -123,9 +150,9 @@ class GradientChannel:
         self._log(name, SERVER_TO_CLIENT, tensor)
         return tensor.detach()
 
-    def server_sends_embeddings(self, h: Tensor, context: Dict[str, Tensor]) -> Tensor:
+    def server_sends_embeddings(self, h: Tensor, context: Dict[str, Tensor]) -> Received:
         """Forward crossing of ``h``. ``context`` is server-side data handed to observers with the gradient."""
         self._log("h", SERVER_TO_CLIENT, h)
         if not torch.is_grad_enabled():
-            return h.detach().clone()
-        return _Crossing.apply(h, self, {k: v.detach() for k, v in context.items()})
+            return Received(h.detach().clone(), None)
+        return Received(*_Crossing.apply(h, self, {k: v.detach() for k, v in context.items()}))

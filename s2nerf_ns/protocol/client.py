@@ -17,10 +17,12 @@ from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.encodings import SHEncoding, TriplaneEncoding
 
 from s2nerf_ns.protocol.cut import density_mlp_dims, linear_stack
+from s2nerf_ns.protocol.fine_geometry import FineGeometry
 
 
 class ClientHead(nn.Module):
-    """Last ``num_density_layers - cut_depth`` density layers -> (density, geo features) -> colour MLP."""
+    """Last ``num_density_layers - cut_depth`` density layers -> (density, geo features) -> colour MLP; with client
+    geometry the log density also gets the client's own tri-plane term (:mod:`s2nerf_ns.protocol.fine_geometry`)."""
 
     def __init__(
         self,
@@ -35,6 +37,9 @@ class ClientHead(nn.Module):
         appearance_resolution: int = 0,
         appearance_features: int = 0,
         appearance_bound: float = 1.0,
+        geometry_resolution: int = 0,
+        geometry_features: int = 0,
+        geometry_bound: float = 1.0,
     ) -> None:
         super().__init__()
         self.appearance: Optional[TriplaneEncoding] = None
@@ -45,6 +50,9 @@ class ClientHead(nn.Module):
                                                init_scale=0.1, reduce="sum")
             geo_feat_dim = 0
         self.appearance_bound = float(appearance_bound)
+        self.fine_geometry: Optional[FineGeometry] = None
+        if geometry_resolution > 0 and geometry_features > 0:  # client geometry: log sigma = w . h + p(x)
+            self.fine_geometry = FineGeometry(geometry_resolution, geometry_features, geometry_bound)
         dims = density_mlp_dims(encoding_dim, hidden_dim, num_density_layers, 1 + geo_feat_dim)
         self.in_dim = dims[cut_depth]
         self.density_layers = linear_stack(dims[cut_depth:], final_activation=False)
@@ -57,9 +65,9 @@ class ClientHead(nn.Module):
 
     @property
     def needs_positions(self) -> bool:
-        """With a client appearance encoding the head also needs the sample positions (the client has its rays
-        and the sample spacing, so it computes them itself: nothing extra crosses)."""
-        return self.appearance is not None
+        """With a client appearance encoding (or client geometry) the head also needs the sample positions (the
+        client has its rays and the sample spacing, so it computes them itself: nothing extra crosses)."""
+        return self.appearance is not None or self.fine_geometry is not None
 
     def forward(
         self, h: Float[Tensor, "*bs dim"], directions: Float[Tensor, "*bs 3"],
@@ -78,11 +86,13 @@ class ClientHead(nn.Module):
     ) -> Tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs hidden"]]:
         """Density and the colour MLP's last hidden activations (its output layer maps them to rgb logits)."""
         raw = self.density_layers(h)
-        density = trunc_exp(raw[..., :1])
+        if self.needs_positions and positions is None:
+            raise ValueError("this client head keeps appearance or geometry on the client: it needs the sample "
+                             "positions")
+        log_density = raw[..., :1] if self.fine_geometry is None else raw[..., :1] + self.fine_geometry(positions)
+        density = trunc_exp(log_density)
         geo = raw[..., 1:]
         if self.appearance is not None:
-            if positions is None:
-                raise ValueError("this client head keeps appearance on the client: it needs the sample positions")
             x = (positions / self.appearance_bound).clamp(-1.0, 1.0)
             geo = self.appearance(x.reshape(-1, 3)).reshape(*x.shape[:-1], -1)
         d = self.direction_encoding(directions.reshape(-1, 3)).reshape(*directions.shape[:-1], -1)

@@ -30,7 +30,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
 from s2nerf_ns.errors import InputError
-from s2nerf_ns.protocol.server import ServerPass
+from s2nerf_ns.protocol.server import ServerFieldConfig, ServerPass
 from s2nerf_ns.transport.certs import check_ca
 from s2nerf_ns.transport.wire import Message, WireOptions, decode, encode
 
@@ -294,7 +294,7 @@ class RemoteServerSide(nn.Module):
 
     def hello(self, head: Dict[str, object], **meta: object) -> None:
         """Introduce the client: the server part's architecture, and (public protocol knowledge, for setup
-        only) the client head's architecture, the number of training images and the run's length."""
+        only) the client head's architecture, the number and size of the training images and the run's length."""
         if self.options.server_schedule is not None:
             meta = {"schedule": self.options.server_schedule, **meta}
         self._hello_frame = encode("hello", meta={"protocol": PROTOCOL_VERSION, "arch": self.arch, "head": head,
@@ -467,11 +467,6 @@ class RemoteServerSide(nn.Module):
         self._channel.close()
 
 
-def remote_arch(cfg, scene_box: SceneBox) -> Dict[str, object]:
-    """The server-side architecture a client asks the server for (from the model config)."""
-    keys = ("num_levels", "features_per_level", "min_res", "max_res", "log2_hashmap_size", "hidden_dim",
-            "num_density_layers", "geo_feat_dim", "cut_depth", "num_samples", "near_plane", "far_plane",
-            "unbounded", "sampler")
-    arch = {k: getattr(cfg, k) for k in keys}
-    arch["aabb"] = scene_box.aabb.tolist()
-    return arch
+def remote_arch(server: ServerFieldConfig, scene_box: SceneBox) -> Dict[str, object]:
+    """The server-side architecture a client asks the server for: the model's nested server config, and the box."""
+    return {**server.to_dict(), "aabb": scene_box.aabb.tolist()}

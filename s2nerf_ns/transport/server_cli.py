@@ -1,12 +1,13 @@
 """``s2nerf-server``'s command line: every value is checked here, at startup, before anything is served or
 written (one line naming the flag); the server itself is :mod:`s2nerf_ns.transport.server`.
 
-Server side only: this module imports the server, the wire format and the certificate checks, nothing of the
-client.
+Server side only: this module imports the server, the wire format and the certificate checks (and, with
+``--attack ssma``, ``server_attack`` to read the leaked photos), nothing of the client.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import re
@@ -91,10 +92,43 @@ class ServerConfig:
     checkpoint_every_s: float = 60.0
     """Without --checkpoint-every: checkpoint when this many seconds have passed since the last one (and when the
     client's replay buffer is full, and on SIGTERM/Ctrl-C)."""
-    attack: Literal["none", "sma"] = "none"
-    """sma: a surrogate model attacker in this process, fed with what it receives (needs --image-size)."""
+    attack: Literal["none", "sma", "ssma"] = "none"
+    """sma: a surrogate model attacker in this process, fed with what it receives; ssma: the same plus the
+    scene-aided phase on the photos of --leaked-views (as splitnerf-ssma in one process). The embedding and
+    geometry attacks need no flag: s2nerf-audit --server-run replays them on this server's --record-server-view."""
     image_size: Optional[Tuple[int, int]] = None
-    """HEIGHT WIDTH of the client's images (the attacker's dummies); a client with larger images is refused."""
+    """HEIGHT WIDTH of the client's images (the attacker's dummies); default: the size the client sends in Hello.
+    Given explicitly, a client with another size is refused at Hello."""
+    leaked_views: Optional[Path] = None
+    """--attack ssma: folder of the photos the server was given, listed in DIR/leaked.json: {"frames": [{"file":
+    "a.png", "fx", "fy", "cx", "cy", "c2w": 3x4 camera-to-world, OpenGL axes, in the frame of the rays the client
+    sends (needed by --pose known)}]}."""
+    pose: Literal["known", "estimate"] = "known"
+    """--attack ssma: known: the leaked photos' c2w are used; estimate: pixels only, the pose is searched here
+    (from the training poses recovered from the received rays) after the client's last step."""
+    pose_search: Literal["retrieval", "global"] = "retrieval"
+    """--pose estimate: first guess by retrieval over the training poses, or by the global search (its default
+    settings; meant for a GPU)."""
+    pose_rounds: int = 3
+    """--pose estimate: rounds of (refine the pose, then fit the surrogate to the leak at that pose)."""
+    pose_refine_steps: int = 150
+    """--pose estimate: iNeRF steps per round."""
+    pose_fit_steps: int = 100
+    """--pose estimate: surrogate fitting steps per round."""
+    leak_rays_per_step: int = 1024
+    """--attack ssma: leaked-photo rays per attacker step."""
+    leak_weight: float = 1.0
+    """--attack ssma: weight of the leaked-photo loss."""
+    leak_lr: float = 1e-2
+    """--attack ssma: learning rate of the surrogate's leaked-photo fitting."""
+    leak_during_training: bool = True
+    """--attack ssma with a known pose: fit the leak after every applied step too."""
+    post_training_steps: int = 500
+    """--attack ssma: leaked-photo steps after the client's last step (run_steps from Hello), on the final fields."""
+    post_training_replay_every: int = 0
+    """--attack ssma: one replayed gradient-matching step every N post-training steps (0: never)."""
+    replay_steps: int = 200
+    """--attack ssma: attacker-only steps replaying the received gradients, after the post-training steps."""
     max_message_mb: float = 512.0
     """Largest message received or sent (MB)."""
     threads: int = 0
@@ -110,8 +144,7 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         split_address("--listen", self.listen)
-        if self.attack != "none" and self.image_size is None:
-            raise InputError(f"--attack {self.attack} needs --image-size HEIGHT WIDTH (the client's image size)")
+        self._check_scene_aided()
         if self.image_size is not None and min(self.image_size) < 1:
             raise InputError(f"--image-size {self.image_size[0]} {self.image_size[1]}: give positive sizes")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
@@ -142,6 +175,35 @@ class ServerConfig:
         if self.server_view_every < 1:
             raise InputError(f"--server-view-every {self.server_view_every}: give at least 1 step")
         _writable_folder("--run-dir", Path(self.run_dir))
+
+    def _check_scene_aided(self) -> None:
+        if (self.attack == "ssma") != (self.leaked_views is not None):
+            raise InputError("--attack ssma needs --leaked-views DIR (the photos the server was given)"
+                             if self.attack == "ssma" else f"--leaked-views is for --attack ssma (not {self.attack})")
+        if self.leaked_views is not None and not Path(self.leaked_views).is_dir():
+            raise InputError(f"--leaked-views {self.leaked_views}: no such folder (the leaked photos and their "
+                             "leaked.json)")
+        for flag, value, least in (("--pose-rounds", self.pose_rounds, 0), ("--pose-refine-steps",
+                                   self.pose_refine_steps, 0), ("--pose-fit-steps", self.pose_fit_steps, 0),
+                                   ("--leak-rays-per-step", self.leak_rays_per_step, 1),
+                                   ("--post-training-steps", self.post_training_steps, 0),
+                                   ("--post-training-replay-every", self.post_training_replay_every, 0),
+                                   ("--replay-steps", self.replay_steps, 0)):
+            if value < least:
+                raise InputError(f"{flag} {value}: give {least} or more")
+        for flag, value in (("--leak-weight", self.leak_weight), ("--leak-lr", self.leak_lr)):
+            if not (0 < value < float("inf")):
+                raise InputError(f"{flag} {value}: give a positive number")
+
+    def scene_aided(self):
+        """--attack ssma: the leaked photos (read and checked here, before serving) and the phase's settings."""
+        if self.attack != "ssma":
+            return None
+        from s2nerf_ns.transport.server_attack import SceneAidedOptions, read_leaked_views
+
+        views = read_leaked_views(Path(self.leaked_views), self.pose)
+        names = [f.name for f in dataclasses.fields(SceneAidedOptions)]
+        return views, SceneAidedOptions(**{name: getattr(self, name) for name in names})
 
     def token(self) -> str:
         """The one client's token (--token-file)."""
@@ -211,6 +273,7 @@ def run(config: ServerConfig):
     token = config.token() if config.token_file is not None else ""
     clients = config.clients() if config.client_tokens is not None else {}
     credentials = config.credentials()
+    scene_aided = config.scene_aided()
     config.check_port_free()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -219,6 +282,7 @@ def run(config: ServerConfig):
                             schedule={k: v for k, v in explicit.items() if v is not None},
                             checkpoint_every=config.checkpoint_every, checkpoint_every_s=config.checkpoint_every_s,
                             attack=config.attack, image_size=tuple(config.image_size) if config.image_size else None,
+                            scene_aided=scene_aided,
                             max_message_bytes=int(config.max_message_mb * (1 << 20)),
                             record_server_view=config.record_server_view,
                             server_view_max_mb=config.server_view_max_mb, server_view_every=config.server_view_every)

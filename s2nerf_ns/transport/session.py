@@ -5,7 +5,8 @@ the session of that token; sessions share nothing but the process (and :data:`RN
 
 It imports nothing of the client: the fields and the sampler come from ``protocol.server``; with ``--attack
 sma`` the attacker (``attacks.surrogate``, which builds a copy of the client head's *architecture*) is fed only
-the messages this session received; with ``--record-server-view`` the record is ``protocol.view_recorder``'s.
+the messages this session received, with ``--attack ssma`` also the leaked photos the operator was given
+(``transport.server_attack``); with ``--record-server-view`` the record is ``protocol.view_recorder``'s.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 
-from s2nerf_ns.protocol.server import ServerField, ServerSide
+from s2nerf_ns.protocol.server import ServerFieldConfig, ServerSide
 from s2nerf_ns.transport.server_record import RecordRefused, SessionRecord, check_defense
 from s2nerf_ns.transport.wire import (SCHEDULE_DEFAULTS, WireError, WireOptions, check_arch, check_schedule, decode,
                                       encode)
@@ -81,6 +82,9 @@ class ServerOptions:
     checkpoint_every_s: float = 60.0
     attack: str = "none"
     image_size: Optional[Tuple[int, int]] = None
+    """The client's image size given explicitly (else Hello's ``image_size``); a client with another is refused."""
+    scene_aided: Optional[object] = None
+    """``--attack ssma``: (``server_attack.LeakedViews``, ``SceneAidedOptions``), read and checked at startup."""
     max_message_bytes: int = 512 << 20
     max_rays: int = 1 << 16
     record_server_view: bool = False
@@ -112,6 +116,7 @@ class ClientSession:
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler = None
         self.attacker = None
+        self.finisher = None  # --attack ssma: the after-training phase's thread
         self.record = SessionRecord(self.run_dir, options.server_view_max_mb, options.server_view_every,
                                     options.seed, name) if options.record_server_view else None
         self.next_step = 0
@@ -151,13 +156,10 @@ class ClientSession:
 
     def _build_seeded(self, arch: Dict[str, object], hello_meta: Dict[str, object],
                       schedule: Dict[str, object]) -> None:
-        aabb = torch.tensor(arch["aabb"])
         torch.manual_seed(self.opt.seed)  # the fields' initialisation is the server's own
-        field = ServerField(aabb, arch["num_levels"], arch["features_per_level"], arch["min_res"], arch["max_res"],
-                            arch["log2_hashmap_size"], arch["hidden_dim"], arch["num_density_layers"],
-                            arch["geo_feat_dim"], arch["cut_depth"], arch["unbounded"], "torch")
-        self.server = ServerSide(SceneBox(aabb=aabb), field, arch["num_samples"], arch["near_plane"],
-                                 arch["far_plane"], arch["unbounded"], "uniform")
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items() if k != "aabb"}
+        self.server = ServerFieldConfig(**config).setup(scene_box=SceneBox(aabb=torch.tensor(arch["aabb"])))
+        field = self.server.field
         # The client's optimizer of the server fields (integration/methods.py: Adam(lr 1e-2, eps 1e-15, betas
         # (0.9, 0.99)), exponential decay to 0.1x over --optimizers.server-fields.scheduler.max-steps).
         s = schedule
@@ -167,21 +169,28 @@ class ClientSession:
             lr_pre_warmup=s["lr_pre_warmup"], lr_final=s["lr_final"], warmup_steps=s["warmup_steps"],
             max_steps=s["max_steps"], ramp=s["ramp"]).setup().get_scheduler(self.optimizer, s["lr"])
         self.arch, self.hello_meta, self.schedule = arch, hello_meta, schedule
-        if self.opt.attack == "sma":
+        if self.opt.attack != "none":
             self._build_attacker(hello_meta)
 
-    def _build_attacker(self, hello_meta: Dict[str, object]) -> None:
-        from s2nerf_ns.attacks.surrogate import SurrogateAttackConfig  # the head's architecture only
+    def _image_size(self, hello_meta: Dict[str, object]) -> Tuple[int, int]:
+        size = self.opt.image_size or hello_meta.get("image_size")  # the attacker's: explicit, else the client's
+        if size is None:
+            raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"s2nerf-server: --attack {self.opt.attack} needs the client's image size, which its Hello "
+                          "does not carry: restart the server with --image-size HEIGHT WIDTH")
+        return int(size[0]), int(size[1])
 
-        assert self.opt.image_size, "--attack sma needs --image-size (checked by the command line)"
-        height, width = self.opt.image_size
-        head = hello_meta.get("head")
-        if not isinstance(head, dict) or not all(isinstance(v, (int, float)) for v in head.values()):
-            raise WireError("hello: 'head' (the client head's architecture) is needed by --attack sma")
-        self.attacker = SurrogateAttackConfig().setup(
-            num_images=int(hello_meta.get("num_images", 1)), image_height=height, image_width=width,
-            head_kwargs=head, background_color=str(hello_meta.get("background_color", "last_sample")),
-            max_steps=int(hello_meta.get("run_steps") or 1))
+    def _build_attacker(self, hello_meta: Dict[str, object]) -> None:
+        from s2nerf_ns.transport.server_attack import build_attacker  # the attacks, loaded only when asked for
+
+        self.attacker = build_attacker(self.opt, hello_meta, self._image_size(hello_meta), self.server,
+                                       self.arch["aabb"])
+
+    def _finish_attack(self) -> None:
+        """--attack ssma, after the client's last step (in a thread holding the lock): the after-training phase,
+        then a checkpoint with the attack's outputs."""
+        self.attacker.finish(self.label)
+        self._save()
 
     def _save(self) -> None:
         assert self.server is not None and self.optimizer is not None
@@ -220,15 +229,22 @@ class ClientSession:
     def _save_attack_outputs(self) -> None:
         folder = self.run_dir / "attack"
         folder.mkdir(exist_ok=True)
-        torch.save({"surrogate": self.attacker.state_dict(), "hello_meta": json.dumps(self.hello_meta),
-                    "step": self.next_step}, folder / "attacker.pt")
+        surrogate = getattr(self.attacker, "surrogate", self.attacker)  # ssma wraps the surrogate model attacker
+        torch.save({"surrogate": surrogate.state_dict(), "hello_meta": json.dumps(self.hello_meta),
+                    "step": self.next_step, "attack": self.opt.attack,
+                    "finished": bool(getattr(self.attacker, "finished", False))}, folder / "attacker.pt")
         torch.save(self.attacker.dummy.detach().cpu().clone(), folder / "dummies.pt")
+        if hasattr(self.attacker, "write_report"):
+            self.attacker.write_report(folder)
 
     def _load(self) -> None:
         state = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
         self.opt.seed = int(state["seed"])
         schedule = json.loads(state["schedule"]) if "schedule" in state else self._schedule(None)
-        self._build(json.loads(state["arch"]), json.loads(state["hello_meta"]), schedule)
+        # A checkpoint written before the architecture was one dataclass lacks its newer fields: their defaults
+        # (what that server ran), checked as a Hello's would be, so that the client's next Hello compares equal.
+        arch = check_arch({**ServerFieldConfig().to_dict(), **json.loads(state["arch"])})
+        self._build(arch, json.loads(state["hello_meta"]), schedule)
         self.server.field.load_state_dict(state["field"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.next_step = self.durable_step = int(state["next_step"])
@@ -245,6 +261,8 @@ class ClientSession:
             if "attacker_optimizer" in state:
                 self.attacker._opt().load_state_dict(state["attacker_optimizer"])
         print(f"{self.label}: resumed from {self.run_dir / CHECKPOINT} at step {self.next_step}", flush=True)
+        if hasattr(self.attacker, "due") and self.attacker.due(self.next_step):  # killed before the attack's end
+            self.finisher = self.attacker.start_finish(self.lock, self._finish_attack)
 
     # ------------------------------------------------------------------ log
     def _log(self, method: str, data: bytes, msg=None, outcome: str = "ok") -> None:
@@ -309,16 +327,21 @@ class ClientSession:
         return schedule
 
     def _check_image_size(self, meta: Dict[str, object]) -> None:
+        """Hello's ``image_size`` (the client's largest training image): well-formed, and equal to an explicit
+        --image-size."""
         size = meta.get("image_size")
-        if size is None or self.opt.image_size is None:
+        if size is None:
             return
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
-            raise WireError("hello: image_size must be [height, width]")
-        height, width = self.opt.image_size
-        if size[0] > height or size[1] > width:
+        if not (isinstance(size, list) and len(size) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 15 for v in size)):
+            raise WireError("hello: image_size must be [height, width], positive ints")
+        if self.opt.image_size is not None and list(self.opt.image_size) != size:
+            height, width = self.opt.image_size
+            what = "is smaller than" if size[0] > height or size[1] > width else "does not match"
             raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
-                           f"s2nerf-server: --image-size {height} {width} is smaller than the client's images "
-                           f"({size[0]} x {size[1]}): restart the server with --image-size {size[0]} {size[1]}")
+                           f"s2nerf-server: --image-size {height} {width} {what} the client's images ({size[0]} x "
+                           f"{size[1]}): restart the server without --image-size (it follows the client's Hello) or "
+                           f"with --image-size {size[0]} {size[1]}")
 
     # ------------------------------------------------------------------ RPCs
     def hello(self, data: bytes, context) -> bytes:
@@ -332,8 +355,11 @@ class ClientSession:
         fresh = self.next_step == 0 and self.received_log is None  # nothing applied or written yet: may rebuild
         if self.arch is None or (fresh and (arch != self.arch or schedule != self.schedule)):
             self.pending = None
-            if self.opt.attack != "none" and not isinstance(msg.meta.get("head"), dict):
-                raise WireError(f"hello: 'head' (the client head's architecture) is needed by --attack {self.opt.attack}")
+            if self.opt.attack != "none":  # what the attacker needs: refused before anything is built
+                self._image_size(msg.meta)
+                if not isinstance(msg.meta.get("head"), dict):
+                    raise WireError(f"hello: 'head' (the client head's architecture) is needed by --attack "
+                                    f"{self.opt.attack}")
             check_defense(msg.meta)
             if self.record is not None:
                 try:
@@ -359,7 +385,7 @@ class ClientSession:
         """With an attacker, the pixels the rays come from must fit its images (checked before anything is done)."""
         if self.attacker is None or indices is None or indices.numel() == 0:
             return
-        height, width = self.opt.image_size
+        height, width = self._image_size(self.hello_meta)
         images = int(self.hello_meta.get("num_images", 1))
         low, high = indices.min(dim=0).values.tolist(), indices.max(dim=0).values.tolist()
         if min(low) < 0 or high[0] >= images:
@@ -429,6 +455,8 @@ class ClientSession:
                         self.schedule)
         if self._checkpoint_due(msg.meta.get("checkpoint") is True):
             self._save()
+        if hasattr(self.attacker, "due") and self.attacker.due(self.next_step) and self.finisher is None:
+            self.finisher = self.attacker.start_finish(self.lock, self._finish_attack)  # runs after this reply
         return encode("backward_reply", t, meta={**self._status(), "duplicate": False})[0]
 
     def _view(self, pending: Pending, grad: Tensor, batch_rays: Optional[int] = None):
@@ -459,6 +487,8 @@ class ClientSession:
                       codecs={"h": wire.codec("h")}, half=wire.half, int8=wire.int8)[0]
 
     def close(self) -> None:
+        if self.finisher is not None:
+            self.finisher.join()  # the scene-aided attack's after-training phase ends with its checkpoint
         with self.lock:
             if self.server is not None and self.durable_step != self.next_step:
                 self._save()

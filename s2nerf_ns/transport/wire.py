@@ -32,11 +32,13 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Literal, Optional, Tuple, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from s2nerf_ns.protocol.server import ServerFieldConfig, arch_fields
 
 MAGIC = b"S2NW"
 VERSION = 1
@@ -287,8 +289,10 @@ def _decode_tensor(name: str, dtype: str, shape: List[int], codec: str, entry: D
 # ---------------------------------------------------------------------------- what Hello may carry
 ARCH_INT_LIMITS = {"num_levels": 32, "features_per_level": 8, "min_res": 1 << 14, "max_res": 1 << 16,
                    "log2_hashmap_size": 24, "hidden_dim": 1024, "num_density_layers": 16, "geo_feat_dim": 256,
-                   "cut_depth": 15, "num_samples": 4096}
-ARCH_FLOATS = ("near_plane", "far_plane")
+                   "cut_depth": 15, "num_samples": 4096, "num_proposal_samples": 4096,
+                   "proposal_update_every": 1 << 20, "proposal_warmup": 1 << 31}
+"""Bounds of every int of :class:`ServerFieldConfig` (each entry of a tuple of ints), so a hello cannot exhaust
+memory. The field names and types themselves come from the dataclass."""
 SCHEDULE_DEFAULTS: Dict[str, object] = {
     "lr": 1e-2, "eps": 1e-15, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0, "lr_final": 1e-3, "max_steps": 5000,
     "warmup_steps": 0, "lr_pre_warmup": 1e-8, "ramp": "cosine"}
@@ -297,28 +301,44 @@ client sends no schedule. A client sends its own (``schedule`` in Hello, the sam
 
 
 def check_arch(arch: object) -> Dict[str, object]:
-    """Validate the server-side architecture a client asks for (ints bounded, so a hello cannot exhaust memory)."""
+    """Validate the server-side architecture a client asks for: every field of :class:`ServerFieldConfig`, by its
+    type (ints bounded by :data:`ARCH_INT_LIMITS`), and the scene box ``aabb``. The server computes its grid with
+    torch whatever the client's ``implementation``, and runs the uniform sampler only."""
     if not isinstance(arch, dict):
         raise WireError("hello: 'arch' must be an object")
     out: Dict[str, object] = {}
-    for key, limit in ARCH_INT_LIMITS.items():
-        value = arch.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
-            raise WireError(f"hello: arch.{key} must be an int in [0, {limit}], got {value!r}")
-        out[key] = value
-    for key in ARCH_FLOATS:
-        if not isinstance(arch.get(key), (int, float)):
-            raise WireError(f"hello: arch.{key} must be a number")
-        out[key] = float(arch[key])
+    hints = get_type_hints(ServerFieldConfig)
+    for key in arch_fields():
+        kind, value = hints[key], arch.get(key)
+        if kind is int or get_origin(kind) is tuple:
+            items = value if get_origin(kind) is tuple and isinstance(value, list) and 1 <= len(value) <= 8 else [value]
+            limit = ARCH_INT_LIMITS[key]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= limit for v in items):
+                raise WireError(f"hello: arch.{key} must be {'a list of ' if kind is not int else 'an '}int"
+                                f"{'s' if kind is not int else ''} in [0, {limit}], got {value!r}")
+            out[key] = value if kind is int else list(items)  # JSON values: compared with a checkpoint's
+        elif kind is float:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
+                raise WireError(f"hello: arch.{key} must be a number")
+            out[key] = float(value)
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise WireError(f"hello: arch.{key} must be true or false")
+            out[key] = value
+        elif get_origin(kind) is Literal:
+            if value not in get_args(kind):
+                raise WireError(f"hello: arch.{key} must be one of {', '.join(get_args(kind))}, got {value!r}")
+            out[key] = value
+        else:  # a new kind of field in ServerFieldConfig: say how it is checked here
+            raise TypeError(f"check_arch: no check for ServerFieldConfig.{key} ({kind})")
+    if out["sampler"] != "uniform":
+        raise WireError("hello: the two-process protocol supports the uniform sampler only")
+    out["implementation"] = "torch"
     aabb = arch.get("aabb")
     if (not isinstance(aabb, list) or len(aabb) != 2 or not all(isinstance(r, list) and len(r) == 3 for r in aabb)
             or not all(isinstance(v, (int, float)) for r in aabb for v in r)):
         raise WireError("hello: arch.aabb must be [[x, y, z], [x, y, z]]")
     out["aabb"] = [[float(v) for v in r] for r in aabb]
-    out["unbounded"] = bool(arch.get("unbounded", False))
-    if arch.get("sampler", "uniform") != "uniform":
-        raise WireError("hello: the two-process protocol supports the uniform sampler only")
-    out["sampler"] = "uniform"
     return out
 
 
