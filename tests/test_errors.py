@@ -116,7 +116,8 @@ def test_leak_source_falls_back_to_training_views_with_one_logged_line(captures,
     cfg = LeakedViewsDataParserConfig(victim=NerfstudioDataParserConfig(data=captures["plain"]), num_leaked=2)
     outputs = cfg.setup().get_dataparser_outputs("train")
     assert len(outputs.image_filenames) == 2 and outputs.metadata["leaked_source"] == "train"
-    assert cfg.source == "train"  # the run's config (and leak report) say what was used
+    # The config stays as given (issue 27); the metadata above, and so the leak report, say what was used.
+    assert cfg.source == "extra"
     assert "--pipeline.leaked.source train" in " ".join(capsys.readouterr().out.split())
     too_many = LeakedViewsDataParserConfig(victim=NerfstudioDataParserConfig(data=captures["plain"]), num_leaked=99)
     with pytest.raises(InputError, match=r"--pipeline.leaked.num-leaked 99: only \d+ training views exist"):

@@ -154,6 +154,13 @@ def test_ns_eval_reports_geometry_and_shading_next_to_the_colour_keys(plus_run):
                                                                           "inversion_attack_leakage_c", "leakage_c"))})
     assert metrics["geometry_readout_direction_cos"] > 0.999
     assert metrics["geometry_readout_vs_victim_within10"] > 0.6  # the client's own depth, read out by the server
+    for k in ("absrel", "within10", "private_absrel", "private_within10"):  # the same leakage, against the client
+        floors = [metrics[f"geometry_{n}_vs_victim_{k}"] for n in ("floor_constant", "floor_surrogate", "floor_box")]
+        attacks = [metrics[f"geometry_{n}_vs_victim_{k}"] for n in ("readout", "surrogate")]
+        floor, best_of = (min(floors), min(attacks)) if "absrel" in k else (max(floors), max(attacks))
+        sign = -1.0 if "absrel" in k else 1.0
+        assert metrics[f"geometry_vs_victim_leakage_{k}"] == pytest.approx(sign * (best_of - floor)), k
+    assert metrics["geometry_vs_victim_leakage_within10"] > 0.2  # the read-out beats every floor on the client's depth
     _, pipeline, _, _ = eval_setup(trainer.base_dir / "config.yml", test_mode="test")
     again = pipeline.get_average_eval_image_metrics()
     keys = [k for k in metrics if k.startswith(("geometry_", "shading_attack_", "inversion_attack_", "leakage_"))]
@@ -225,6 +232,23 @@ def test_depth_metrics_on_synthetic_maps():
     assert out["geometry_floor_absrel"] == 0.25 and out["geometry_floor_within10"] == 0.3
     assert out["geometry_leakage_absrel"] == pytest.approx(0.15)
     assert out["geometry_leakage_within10"] == pytest.approx(0.5)
+
+
+def test_scores_and_leakage_against_the_clients_own_depth():
+    victim = torch.tensor([[1.0, 2.0], [4.0, 8.0]])
+    depths = {"readout": victim * 1.05, "floor_box": torch.full((2, 2), 8.0)}
+    mask = torch.tensor([[True, False], [True, False]])
+    scores = geo.score_view_vs_victim(depths, victim, mask)
+    assert scores["geometry_readout_vs_victim_within10"] == 1.0
+    assert scores["geometry_floor_box_vs_victim_within10"] == 0.25
+    assert scores["geometry_floor_box_vs_victim_private_absrel"] == pytest.approx((7 / 1 + 4 / 4) / 2)
+    assert scores["geometry_floor_constant_vs_victim_within10"] == pytest.approx(0.25)
+    assert {k for k in scores if "vs_victim" not in k} == set()
+    out = geo.geometry_leakage_vs_victim(scores, ("readout",), ("floor_constant", "floor_box"))
+    assert out["geometry_vs_victim_leakage_within10"] == pytest.approx(0.75)
+    assert out["geometry_vs_victim_leakage_absrel"] == pytest.approx(
+        min(scores["geometry_floor_constant_vs_victim_absrel"], scores["geometry_floor_box_vs_victim_absrel"]) - 0.05)
+    assert not any(k.startswith(("geometry_leakage_", "geometry_floor_")) for k in out)  # the ground-truth keys stay
 
 
 def test_z_depth_and_shading():

@@ -127,6 +127,29 @@ def geometry_leakage(metrics: Mapping[str, float], attacks: Sequence[str],
     return out
 
 
+def geometry_leakage_vs_victim(metrics: Mapping[str, float], attacks: Sequence[str], floors: Sequence[str]
+                               ) -> Dict[str, float]:
+    """The same leakage against the client's own depth (what the server learns of the client's model, whatever the
+    ground truth): from ``geometry_<name>_vs_victim_<metric>`` scores, ``geometry_vs_victim_floor_*``,
+    ``geometry_vs_victim_attack_*`` and ``geometry_vs_victim_leakage_*``."""
+    out = geometry_leakage(metrics, [f"{a}_vs_victim" for a in attacks], [f"{f}_vs_victim" for f in floors])
+    groups = ("geometry_floor_", "geometry_attack_", "geometry_leakage_")
+    return {"geometry_vs_victim_" + k[len("geometry_"):]: v for k, v in out.items() if k.startswith(groups)}
+
+
+def score_view_vs_victim(depths: Mapping[str, Tensor], victim: Tensor, mask: Optional[Tensor] = None
+                         ) -> Dict[str, float]:
+    """:func:`score_view` against the client's own depth ``victim``: ``geometry_<name>_vs_victim_<metric>`` (and
+    ``_vs_victim_private_<metric>`` with ``mask``) for every depth map and the best constant depth."""
+    scores = score_view(depths, victim, mask)
+    out = {}
+    for name in sorted(set(depths) | {"floor_constant"}, key=len, reverse=True):  # longest first: floor_box
+        head = f"geometry_{name}_"
+        for key in [k for k in scores if k.startswith(head)]:
+            out[f"{head}vs_victim_{key[len(head):]}"] = scores.pop(key)
+    return out
+
+
 def score_view(depths: Mapping[str, Tensor], ref: Tensor, mask: Optional[Tensor] = None) -> Dict[str, float]:
     """Every depth map of one view (name -> [H, W] z-depth) and the best constant against ``ref``, as
     ``geometry_<name>_<metric>`` (with ``mask``, also ``geometry_<name>_private_<metric>``)."""

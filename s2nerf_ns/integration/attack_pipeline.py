@@ -257,6 +257,7 @@ class AttackPipeline(GeometryAttacks, SplitPipeline):
         metrics["private_num_views"] = float(len(self._private_rows))
         metrics.update(derived_leakage(metrics, COLOUR_ATTACKS))
         metrics.update(geo.geometry_leakage(metrics, GEOMETRY_ATTACKS, GEOMETRY_FLOORS))
+        metrics.update(geo.geometry_leakage_vs_victim(metrics, GEOMETRY_ATTACKS, GEOMETRY_FLOORS))
         metrics.update(self.readout_stats())
         return metrics
 

@@ -33,7 +33,7 @@ import yaml
 from s2nerf_ns import errors
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.evaluation.audit_report import leakage_intervals, verdict, write_report
-from s2nerf_ns.evaluation.geometry import geometry_leakage
+from s2nerf_ns.evaluation.geometry import geometry_leakage, geometry_leakage_vs_victim
 from s2nerf_ns.evaluation.run_scores import derived_leakage
 from s2nerf_ns.integration.attack_pipeline import COLOUR_ATTACKS, GRID_PANELS, AttackPipeline, AttackPipelineConfig
 from s2nerf_ns.integration.geometry_attacks import GEOMETRY_ATTACKS, GEOMETRY_FLOORS
@@ -199,6 +199,7 @@ def derive_all(metrics: Dict[str, float], colour_attacks, colour_floors, geometr
     """Every derived key (best-of, leakage over the floor) from averaged raw scores: colour and geometry."""
     out = derived_leakage(metrics, colour_attacks, floors=colour_floors)
     out.update(geometry_leakage(metrics, geometry_attacks, geometry_floors))
+    out.update(geometry_leakage_vs_victim(metrics, geometry_attacks, geometry_floors))
     return out
 
 

@@ -146,8 +146,9 @@ class GeometryAttacks:
         if ref is None:
             ref = depths["victim"]
         scores = geo.score_view(depths, ref, mask)
-        for name in GEOMETRY_ATTACKS:  # how exactly the attack reproduces the client's own geometry, good or bad
-            scores.update(geo.depth_scores(depths[name], depths["victim"], prefix=f"geometry_{name}_vs_victim_"))
+        # How exactly the attacks and the floors reproduce the client's own geometry, whatever the ground truth.
+        others = {name: depth for name, depth in depths.items() if name != "victim"}
+        scores.update(geo.score_view_vs_victim(others, depths["victim"], mask))
         return scores, geo.depth_picture([ref, depths["readout"], depths["surrogate"]])
 
     @torch.no_grad()
