@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,7 +242,9 @@ class RemoteServerSide(nn.Module):
             except grpc.FutureTimeoutError:
                 pass
             if self._port_answers():
-                reason, last = self._handshake_failure()
+                reason = self._tls_probe()
+                if reason is None:
+                    reason, last = self._handshake_failure()
                 if reason is not None:
                     self._channel.close()  # stop its retries
                     raise RemoteServerError(reason)
@@ -260,6 +263,42 @@ class RemoteServerSide(nn.Module):
                 return True
         except OSError:
             return False
+
+    def _tls_probe(self) -> Optional[str]:
+        """Shake hands with the port directly (Python's ``ssl``, the client's own CA and host name): the one
+        line for a refusal that TLS decides, independent of how far gRPC's reconnection back-off has got."""
+        host, port = split_host_port("--pipeline.model.server-address", self.address)
+        where = f"s2nerf: the server at {self.address}"
+        context = ssl.create_default_context()
+        context.set_alpn_protocols(["h2"])
+        if self.options.insecure:
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        else:
+            context.load_verify_locations(cafile=str(self.options.tls_ca))
+        name = self.options.tls_server_name or host
+        try:
+            with socket.create_connection((host, port), timeout=2.0) as raw:
+                with context.wrap_socket(raw, server_hostname=name):
+                    pass
+        except ssl.SSLCertVerificationError as err:
+            if err.verify_code == 62 or "hostname" in str(err.verify_message).lower():  # X509_V_ERR_HOSTNAME_MISMATCH
+                return (f"{where}: its certificate is not made for that host name ({name}); connect by a name it "
+                        "was made for (s2nerf-server-cert --host), or give --pipeline.model.remote.tls-server-name")
+            return (f"{where} is not trusted: its certificate does not verify against --pipeline.model.remote.tls-ca "
+                    f"{self.options.tls_ca} (wrong CA?); give the server's own server.crt (or the CA that signed it)")
+        except socket.timeout:
+            return None  # a slow answer decides nothing: keep waiting
+        except (ssl.SSLError, ConnectionError) as err:
+            if self.options.insecure:
+                return None  # the port does not speak TLS: a plaintext server, as the client expects
+            return (f"{where} refused the TLS handshake (--pipeline.model.remote.tls-ca {self.options.tls_ca}); "
+                    f"does it run --insecure? ({type(err).__name__})")
+        except OSError:
+            return None  # the port went away between the two checks: keep waiting
+        if self.options.insecure:
+            return (f"{where} accepts connections but not in clear (--pipeline.model.remote.insecure True): it "
+                    "serves TLS; give --pipeline.model.remote.tls-ca")
+        return None  # TLS agrees: whatever keeps the channel down, it is not the handshake
 
     def _handshake_failure(self) -> Tuple[Optional[str], Optional[str]]:
         """One request without waiting for the channel: its error says why the connection fails, if it does
