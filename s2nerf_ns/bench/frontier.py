@@ -124,8 +124,9 @@ def check_inputs(rooms: Sequence[str], families: Sequence[str], seeds: Sequence[
 
 
 def run_point(room: str, family: Optional[str], value: float, preset: Preset, out_dir: Path, seed: int,
-              adaptive: bool) -> dict:
-    """Train one victim (undefended when ``family`` is None) with the SMA pipeline and collect its record."""
+              adaptive: bool, images: bool = False) -> dict:
+    """Train one victim (undefended when ``family`` is None) with the SMA pipeline and collect its record
+    (``images``: also save every eval view's panels under ``<run>/eval_images``, as ``ns-eval`` would)."""
     spec = SETTINGS[family][2](value) if family else dict(defense=DefenseConfig())
     name = f"{family or 'splitnerf'}_{value:g}_seed{seed}" + ("_adaptive" if adaptive else "")
     config = with_values(sized_config(method_config("splitnerf-sma"), preset, room, out_dir, name, **spec), {
@@ -139,8 +140,8 @@ def run_point(room: str, family: Optional[str], value: float, preset: Preset, ou
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     trainer.train()
-    metrics, per_view = eval_with_views(trainer.pipeline)
     run_dir = Path(trainer.base_dir)
+    metrics, per_view = eval_with_views(trainer.pipeline, run_dir / "eval_images" if images else None)
     summary_path = run_dir / "attack" / "attack_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     privacy_path = run_dir / "privacy.json"
@@ -164,7 +165,7 @@ def run_point(room: str, family: Optional[str], value: float, preset: Preset, ou
     return record
 
 
-def eval_with_views(pipeline) -> Tuple[Dict[str, float], List[Dict[str, float]]]:
+def eval_with_views(pipeline, images_dir: Optional[Path] = None) -> Tuple[Dict[str, float], List[Dict[str, float]]]:
     """EVALUATION: the pipeline's averaged eval metrics and, per eval view, its raw scores (the victim's
     PSNR/SSIM and every render's own scores, private items included): the rows the confidence intervals
     resample. Nothing of the run changes: the model's per-view scoring is only observed."""
@@ -183,7 +184,7 @@ def eval_with_views(pipeline) -> Tuple[Dict[str, float], List[Dict[str, float]]]
 
     model.get_image_metrics_and_images = observed
     try:
-        metrics = pipeline.get_average_eval_image_metrics()
+        metrics = pipeline.get_average_eval_image_metrics(output_path=images_dir)
     finally:
         del model.get_image_metrics_and_images  # back to the class's method
     return metrics, per_view

@@ -1,0 +1,89 @@
+"""Geometry defenses on every built-in room (issue 22 item 4): cost, colour leakage and geometry leakage of splitnerf,
+s2nerf-plus (client appearance), density-noise, client-geometry and client-density-layers, each trained with the SMA
+pipeline exactly as a frontier point is (``s2nerf_ns.bench.frontier.run_point``), seeds outer, rooms inner (a partial
+run still covers every room). The learned inversion is off (it trains on the public rooms for up to 120 s per run);
+``--pictures`` adds one run with it on and its eval images saved, for the README's pictures.
+
+From the repository root of a clean checkout:
+    OMP_NUM_THREADS=2 python scripts/geometry_defenses.py --out FOLDER [--seeds 42 43] [--rooms ...]
+Writes FOLDER/frontier.json (the records with their per-view raw scores; resumable). The tables and the verdict are
+generated from it by ``python -m s2nerf_ns.bench.geometry_report FOLDER``.
+"""
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from s2nerf_ns.bench import frontier
+from s2nerf_ns.bench.common import PRESETS, checked_provenance, environment
+
+POINTS = [(None, 0.0), ("client-appearance", 0.0), ("density-noise", 0.3), ("density-noise", 1.0),
+          ("client-geometry", 32.0), ("client-density-layers", 2.0)]
+"""splitnerf, s2nerf-plus, two density-noise strengths, the server keeping hash levels up to 32, two more client
+density layers (density not linear in h)."""
+method_config = frontier.method_config
+
+
+def without_inversion(name: str):
+    """The SMA pipeline without the learned inversion; every other attack and floor (geometry included) is kept."""
+    config = method_config(name)
+    config.pipeline.inversion = False
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="results folder (frontier.json is resumed from it)")
+    parser.add_argument("--rooms", nargs="+", default=["office", "bedroom", "livingroom"], help="built-in rooms")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43], help="training seeds")
+    parser.add_argument("--resolution", type=int, default=64, help="room image size (px)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per victim")
+    parser.add_argument("--rays", type=int, default=512, help="rays per step")
+    parser.add_argument("--pictures", default=None, metavar="ROOM",
+                        help="instead: one s2nerf-plus run on ROOM (first seed) with the inversion on and eval images")
+    parser.add_argument("--allow-dirty", action="store_true", help="write results from an uncommitted tree")
+    args = parser.parse_args()
+    preset = replace(PRESETS["cpu"], resolution=args.resolution, steps=args.steps, rays=args.rays,
+                     post_training_steps=0, replay_steps=50)
+    out = args.out
+    provenance = checked_provenance(allow_dirty=args.allow_dirty)  # refused before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(2)
+    if args.pictures:
+        start = time.perf_counter()
+        record = frontier.run_point(args.pictures, "client-appearance", 0.0, preset, out / "pictures_run",
+                                    args.seeds[0], False, images=True)
+        record.update(provenance=provenance, wall_seconds=time.perf_counter() - start, inversion=True)
+        (out / "pictures_record.json").write_text(json.dumps(record, indent=2))
+        return
+    frontier.method_config = without_inversion
+    path = out / "frontier.json"
+    results = json.loads(path.read_text()) if path.exists() else {"records": []}
+    results.update(preset="geometry", preset_values=preset.__dict__, environment=environment(), provenance=provenance,
+                   command="OMP_NUM_THREADS=2 python " + " ".join(sys.argv), inversion=False)
+    done = {(r["room"], r["family"], r["value"], r["seed"]) for r in results["records"]}
+    for seed in args.seeds:
+        for room in args.rooms:
+            for family, value in POINTS:
+                if (room, family or "splitnerf", value, seed) in done:
+                    continue
+                print(f"geometry: {room} seed {seed} {family or 'splitnerf'} = {value:g}", flush=True)
+                start = time.perf_counter()
+                record = frontier.run_point(room, family, value, preset, out / "runs", seed, False,
+                                            images=(room, seed) == (args.rooms[0], args.seeds[0]))
+                record["provenance"] = provenance
+                record["wall_seconds"] = time.perf_counter() - start
+                results["records"].append(record)
+                path.write_text(json.dumps(results, indent=2))
+                print(f"geometry: {time.perf_counter() - start:.0f} s, psnr {record['psnr']:.2f}", flush=True)
+    results["records"] = frontier.with_loss(results)
+    path.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
