@@ -637,8 +637,10 @@ def with_geometry(rec: dict, leak: float, vs_victim: float = 0.9) -> dict:
             for i, a in enumerate(attacks):
                 gain = leak + 0.01 * d - 0.01 * i
                 row[f"geometry_{a}_{p}absrel"], row[f"geometry_{a}_{p}within10"] = 0.3 - gain, 0.3 + gain
+        for f in floors:  # against the client's own depth: floors at 0.3 / 30 %, attacks at 1 - vs_victim / vs_victim
+            row[f"geometry_{f}_vs_victim_absrel"], row[f"geometry_{f}_vs_victim_within10"] = 0.3, 0.3
         for a in attacks:
-            row[f"geometry_{a}_vs_victim_absrel"], row[f"geometry_{a}_vs_victim_within10"] = 0.01, vs_victim
+            row[f"geometry_{a}_vs_victim_absrel"], row[f"geometry_{a}_vs_victim_within10"] = 1.0 - vs_victim, vs_victim
     return rec
 
 
@@ -653,13 +655,17 @@ def test_geometry_cells_are_judged_and_rendered():
     assert colour_only[("hides-colour", 1.0)]["meets_goal"] and colour_only[("hides-both", 1.0)]["meets_goal"]
     leaky = verdict[("hides-colour", 1.0)]
     assert leaky["verdict"] == "fail" and leaky["worst"][0][0].startswith(frontier_report.GEOMETRY)
-    assert leaky["worst"][1] == pytest.approx(0.15 / 0.2)
+    # worst: against the client's own depth, where it leaks as much as splitnerf (+0.6 within 10 % over the floor)
+    assert leaky["worst"][0][0] == "geometry vs_victim" and leaky["worst"][1] == pytest.approx(1.0)
+    ratios = leaky["rooms"]["office"]["ratios"]
+    assert ratios[("geometry render", "within10")].point == pytest.approx(0.15 / 0.2)
     assert verdict[("hides-both", 1.0)]["meets_goal"]
     text = frontier_report.markdown({"preset": "handmade", "records": records})
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.count("|") == 11}
-    assert "+0.150 | +0.150 | +0.150 | +0.150 | 0.75 [" in rows["hides-colour"]
-    assert rows["hides-colour"].rstrip().endswith("| 0 / 4 / 0 / 0 | 0.900 |")
-    assert rows["hides-both"].rstrip().endswith("| 4 / 0 / 0 / 0 | 0.200 |")
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.count("|") == 13}
+    assert "+0.150 | +0.150 | +0.150 | +0.150 | +0.600 | +0.200 | 1.00 [" in rows["hides-colour"]
+    assert rows["hides-colour"].rstrip().endswith("| 0 / 6 / 0 / 0 | 0.900 |")
+    assert rows["hides-both"].rstrip().endswith("| 6 / 0 / 0 / 0 | 0.200 |")
+    assert "| -0.100 | -0.500 |" in rows["hides-both"]
     assert "| victim |" not in text and "| unknown |" in rows["splitnerf"]
     assert "Geometry (depth) leakage: not measured" not in text
     cells_text = frontier_report.cells_markdown({"records": records})

@@ -160,18 +160,21 @@ def cell(defended: Sequence[dict], reference: Sequence[dict]) -> dict:
 # ------------------------------------------------------------------------------------------------------- geometry
 GEOMETRY_METRICS = geo.METRICS
 """Depth abs-rel (lower is better) and the share of pixels within 10 % (higher is better)."""
-GEOMETRY_SCOPES = ("render", "private")
+GEOMETRY_SCOPES = ("render", "private", "vs_victim", "vs_victim private")
+"""Whole view and private items against the reference depth (the ground truth where the room has it), then the
+same against the client's own depth (what the server learns of the client's model, whatever the ground truth)."""
+GEOMETRY_PREFIX = {"render": "", "private": "private_", "vs_victim": "vs_victim_", "vs_victim private": "vs_victim_private_"}
+"""Scope -> the infix of its raw per-view columns (``geometry_<name>_<infix><metric>``)."""
 GEOMETRY_SOURCES = (geometry_attacks.GEOMETRY_ATTACKS, geometry_attacks.GEOMETRY_FLOORS)
 """(attacks, floors) whose depth maps are scored per eval view (``geometry_<name>_[private_]<metric>``)."""
 
 
 def geometry_columns() -> List[str]:
-    """The raw geometry columns of an eval view: every attack's and floor's depth scores against the reference (the
-    ground truth, or the victim's own depth where the dataparser has none), whole view and private items, then every
-    attack's scores against the client's own depth (``_vs_victim_``: how exactly the server reproduces it)."""
+    """The raw geometry columns of an eval view: every attack's and floor's depth scores in every scope of
+    :data:`GEOMETRY_SCOPES` (against the reference depth, and against the client's own, ``_vs_victim_``; whole view
+    and private items). Records made before a column existed read NaN there (judged ``missing``)."""
     attacks, floors = GEOMETRY_SOURCES
-    cols = [f"geometry_{r}_{p}{m}" for r in attacks + floors for p in ("", "private_") for m in GEOMETRY_METRICS]
-    return cols + [f"geometry_{a}_vs_victim_{m}" for a in attacks for m in GEOMETRY_METRICS]
+    return [f"geometry_{r}_{p}{m}" for r in attacks + floors for p in GEOMETRY_PREFIX.values() for m in GEOMETRY_METRICS]
 
 
 def _best(x: np.ndarray, metric: str) -> np.ndarray:
@@ -191,14 +194,14 @@ def geometry_statistics(means: np.ndarray) -> Dict[str, np.ndarray]:
     for side, offset in (("defended", 0), ("reference", width)):
         col = lambda name: means[..., offset + index[name]]  # noqa: E731
         for scope in GEOMETRY_SCOPES:
-            prefix = "private_" if scope == "private" else ""
+            prefix = GEOMETRY_PREFIX[scope]
             for m in GEOMETRY_METRICS:
                 best = _best(np.stack([col(f"geometry_{a}_{prefix}{m}") for a in attacks], -1), m)
                 floor = _best(np.stack([col(f"geometry_{f}_{prefix}{m}") for f in floors], -1), m)
                 sign = -1.0 if m in geo.LOWER_IS_BETTER else 1.0
                 out[f"{side}|{scope}|{m}"] = _nanmean(sign * (best - floor))
         for m in GEOMETRY_METRICS:
-            out[f"{side}|vs_victim|{m}"] = _nanmean(_best(np.stack([col(f"geometry_{a}_vs_victim_{m}")
+            out[f"{side}|vs_victim_best|{m}"] = _nanmean(_best(np.stack([col(f"geometry_{a}_vs_victim_{m}")
                                                                      for a in attacks], -1), m))
     return out
 
@@ -230,8 +233,8 @@ def geometry_cell(defended: Sequence[dict], reference: Sequence[dict]) -> dict:
                 out["geometry_ratio"][(scope, m)] = interval(d_key, None if reps is None else reps[d_key] / reps[r_key],
                                                              ratio)
     for m in GEOMETRY_METRICS:
-        out["geometry_vs_victim"][m] = {"defended": interval(f"defended|vs_victim|{m}"),
-                                        "reference": interval(f"reference|vs_victim|{m}")}
+        out["geometry_vs_victim"][m] = {"defended": interval(f"defended|vs_victim_best|{m}"),
+                                        "reference": interval(f"reference|vs_victim_best|{m}")}
     victim = [r["leakage"].get("geometry_reference_victim") for r in list(defended) + list(reference)]
     out["geometry_against"] = ("victim" if any(v == 1 for v in victim) else
                                "ground_truth" if any(v == 0 for v in victim) else "unknown")

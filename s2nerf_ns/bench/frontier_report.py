@@ -295,11 +295,14 @@ def geometry_lines(computed: Dict[Tuple[str, str, float], dict]) -> List[str]:
     for (room, family, value), entry in computed.items():
         by_point.setdefault((family, value), []).append((room, entry))
     lines = ["", "Geometry: the best depth attack's score over the best floor's (abs-rel: floor minus attack; within "
-             "10 %: attack minus floor; positive = leaked), and the best attack's within 10 % against the client's "
-             "own depth (no floor: how exactly the server reproduces the client's geometry).", "",
+             "10 %: attack minus floor; positive = leaked), scored against the reference depth and against the "
+             "client's own depth (vs client: what the server learns of the client's model, whatever the ground truth; "
+             "n/a in records made before it was scored), and the best attack's within 10 % against the client's own "
+             "depth (no floor: how exactly the server reproduces the client's geometry).", "",
              "| defense | knob | depth scored against | within 10 % | private within 10 % | abs-rel | "
-             "private abs-rel | worst geometry ratio (room, scope, metric) | geometry cells pass / fail / not resolved "
-             "/ left out | attack vs client's depth, within 10 % |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "private abs-rel | vs client: within 10 % | vs client: abs-rel | worst geometry ratio (room, scope, metric) "
+             "| geometry cells pass / fail / not resolved / left out | attack vs client's depth, within 10 % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (family, value) in sorted(by_point, key=lambda p: (p[0] != "splitnerf", p)):
         entries = by_point[(family, value)]
         side = "geometry_reference" if family == "splitnerf" else "geometry_leakage"
@@ -327,6 +330,7 @@ def geometry_lines(computed: Dict[Tuple[str, str, float], dict]) -> List[str]:
         lines.append(f"| {family} | {value:g} | {against} | "
                      + " | ".join(_f(mean.get((scope, m)), 3, True) for m in ("within10", "absrel")
                                   for scope in ("render", "private"))
+                     + " | " + " | ".join(_f(mean.get(("vs_victim", m)), 3, True) for m in ("within10", "absrel"))
                      + f" | {worst} | {counts} | {_f(vs, 3)} |")
     return lines
 
