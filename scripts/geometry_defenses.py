@@ -36,6 +36,26 @@ def without_inversion(name: str):
     return config
 
 
+def compose(out: Path, room: str, seed: int, view: int) -> None:
+    """One picture: per setting (POINTS' order) its eval view's geometry panel (ground-truth depth | the server's
+    read-out | the server surrogate's depth), then the pictures run's attack panel (every render, inversion too),
+    each scaled by 2 (nearest) and left-aligned on black."""
+    import numpy as np
+    from PIL import Image
+
+    files = [out / "runs" / room / "splitnerf-sma" / f"{family or 'splitnerf'}_{value:g}_seed{seed}" / "eval_images" /
+             f"eval_geometry_{view:04d}.png" for family, value in POINTS]
+    files += sorted((out / "pictures_run").glob(f"{room}/splitnerf-sma/*/eval_images/eval_attack_{view:04d}.png"))
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing or not files:
+        raise SystemExit(f"--compose: missing {', '.join(missing) or 'every image'}")
+    rows = [np.asarray(Image.open(f).convert("RGB")).repeat(2, 0).repeat(2, 1) for f in files]
+    width = max(r.shape[1] for r in rows)
+    canvas = np.concatenate([np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0))) for r in rows], 0)
+    Image.fromarray(canvas).save(out / "pictures.png")
+    print(f"{out / 'pictures.png'}: {len(rows)} rows, {canvas.shape[1]} x {canvas.shape[0]} px")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="results folder (frontier.json is resumed from it)")
@@ -46,11 +66,18 @@ def main() -> None:
     parser.add_argument("--rays", type=int, default=512, help="rays per step")
     parser.add_argument("--pictures", default=None, metavar="ROOM",
                         help="instead: one s2nerf-plus run on ROOM (first seed) with the inversion on and eval images")
+    parser.add_argument("--compose", action="store_true",
+                        help="instead: FOLDER/pictures.png from the saved eval images (first room, first seed, eval "
+                             "view --view; the pictures run's panels last)")
+    parser.add_argument("--view", type=int, default=0, help="eval view of --compose")
     parser.add_argument("--allow-dirty", action="store_true", help="write results from an uncommitted tree")
     args = parser.parse_args()
     preset = replace(PRESETS["cpu"], resolution=args.resolution, steps=args.steps, rays=args.rays,
                      post_training_steps=0, replay_steps=50)
     out = args.out
+    if args.compose:
+        compose(out, args.rooms[0], args.seeds[0], args.view)
+        return
     provenance = checked_provenance(allow_dirty=args.allow_dirty)  # refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)

@@ -228,11 +228,14 @@ def test_frontier_runs_the_geometry_families_and_its_cells_carry_geometry_column
     computed = frontier_cells.cells(results["records"])
     for (room, family, value), cell in computed.items():
         record = records[family]
-        assert set(cell["geometry_leakage"]) == {(s, m) for s in ("render", "private") for m in ("absrel", "within10")}
+        assert set(cell["geometry_leakage"]) == {(s, m) for s in frontier_cells.GEOMETRY_SCOPES
+                                                 for m in ("absrel", "within10")}
         assert cell["geometry_against"] == "ground_truth"
         for m in ("absrel", "within10"):  # recomputed from the per-view raw scores = the pipeline's own leakage
             stored = record["leakage"][f"geometry_leakage_{m}"]
             assert cell["geometry_leakage"][("render", m)].point == pytest.approx(stored, abs=1e-6), (family, m)
+            stored = record["leakage"][f"geometry_vs_victim_leakage_{m}"]  # and against the client's own depth
+            assert cell["geometry_leakage"][("vs_victim", m)].point == pytest.approx(stored, abs=1e-6), (family, m)
             assert cell["geometry_leakage"][("render", m)].resolved  # an interval over the eval views
             assert math.isfinite(cell["geometry_vs_victim"][m]["defended"].point)
         if family == "splitnerf":

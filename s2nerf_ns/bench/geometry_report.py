@@ -1,0 +1,136 @@
+"""The geometry-defense results (issue 22): per room, each setting's cost, colour leakage and geometry leakage beside
+splitnerf's, with intervals, and the verdict against the goal, all recomputed from the records' raw per-view scores
+(:mod:`s2nerf_ns.bench.frontier_cells`, :func:`s2nerf_ns.bench.frontier_report.verdicts`).
+
+    python -m s2nerf_ns.bench.geometry_report FOLDER [--readme README.md]
+
+reads ``FOLDER/frontier.json`` (written by ``scripts/geometry_defenses.py``; never rewritten) and regenerates
+``FOLDER/results.md`` and, given ``--readme``, its ``<!-- results:geometry -->`` block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from s2nerf_ns.bench import frontier_report
+from s2nerf_ns.bench.frontier_cells import cells
+from s2nerf_ns.bench.report import block_matches, replace_block
+from s2nerf_ns.evaluation.confidence import Interval
+
+BEGIN, END = "<!-- results:geometry -->", "<!-- /results -->"
+NAMES = {("splitnerf", 0.0): "splitnerf (undefended)", ("client-appearance", 0.0): "s2nerf-plus (colour on the client)"}
+"""How the tables name a setting (else ``family value``)."""
+PICTURES = "pictures.png"
+"""The committed picture of one eval view (made by ``scripts/geometry_defenses.py --compose``), shown when present."""
+
+
+def name(point: Tuple[str, float]) -> str:
+    return NAMES.get(point, f"{point[0]} {point[1]:g}")
+
+
+def load(folder: Path) -> dict:
+    """The committed results: a missing file is an error (never a skipped table)."""
+    path = folder / "frontier.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no geometry results here (scripts/geometry_defenses.py writes it)")
+    return json.loads(path.read_text())
+
+
+def _text(iv: Optional[Interval], digits: int = 3, signed: bool = True) -> str:
+    return "n/a" if iv is None else iv.text(digits, signed)
+
+
+def _ratio(iv: Optional[Interval]) -> str:
+    return "n/a" if iv is None or not math.isfinite(iv.point) else iv.text(2)
+
+
+def room_lines(records: Sequence[dict]) -> List[str]:
+    """Per room and setting: PSNR lost, colour leakage (render cmPSNR, dB; NMI), geometry leakage against the client's
+    own depth (share within 10 % and abs-rel: best attack over the best floor) and against the ground truth, each with
+    its interval and, for defended settings, its ratio to splitnerf's."""
+    computed = cells(records)
+    eps: Dict[Tuple[str, str, float], List[float]] = {}
+    for r in records:
+        if r.get("epsilon") is not None:
+            eps.setdefault((r["room"], r["family"], r["value"]), []).append(float(r["epsilon"]))
+    lines = ["| room | setting | seeds | PSNR lost (dB) | colour: render cmPSNR leakage (dB) / ratio | colour: render NMI "
+             "leakage / ratio | geometry vs client's depth: within 10 % leakage / ratio | vs client's depth: abs-rel "
+             "leakage / ratio | vs ground truth: within 10 % leakage | epsilon |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    order = lambda key: (key[0], key[1] != "splitnerf", key[1] != "client-appearance", key[1], key[2])  # noqa: E731
+    for key in sorted(computed, key=order):
+        room, family, value = key
+        e = computed[key]
+        undefended = family == "splitnerf"
+        side, gside = ("reference", "geometry_reference") if undefended else ("leakage", "geometry_leakage")
+
+        def pair(colour: bool, sm: Tuple[str, str], digits: int = 3) -> str:
+            leak = (e[side] if colour else e[gside]).get(sm)
+            ratio = None if undefended else (e["ratio"] if colour else e["geometry_ratio"]).get(sm)
+            return _text(leak, digits) + ("" if undefended else f" / {_ratio(ratio)}")
+
+        lost = "0 (reference)" if undefended else e["psnr_lost"].text(2, True)
+        epsilon = eps.get(key)
+        lines.append(f"| {room} | {name((family, value))} | {len(e['seeds'])} | {lost} | "
+                     f"{pair(True, ('render', 'cmpsnr'), 2)} | {pair(True, ('render', 'nmi'))} | "
+                     f"{pair(False, ('vs_victim', 'within10'))} | {pair(False, ('vs_victim', 'absrel'))} | "
+                     f"{_text(e[gside].get(('render', 'within10')))} | "
+                     f"{'n/a' if not epsilon else f'{sum(epsilon) / len(epsilon):.1f}'} |")
+    return lines
+
+
+def markdown(results: dict, folder: Optional[Path] = None) -> str:
+    """The block: what ran, the per-room table, the verdict table over every cell (colour and geometry), and the
+    picture where ``folder`` holds it."""
+    records = results["records"]
+    preset = results.get("preset_values", {})
+    lines = [f"Victims: {preset.get('resolution', '?')} px rooms, {preset.get('steps', '?')} steps of "
+             f"{preset.get('rays', '?')} rays, SMA pipeline without the learned inversion; command `"
+             f"{results.get('command', '?')}`. Geometry leakage = the best depth attack (the server's read-out of the "
+             "client's density, its surrogate) over the best floor that knows nothing of the room (best constant "
+             "depth per view, the gradient-free surrogate, the scene box's exit); positive = leaked. Ratios are to "
+             "splitnerf's leakage on the same room and seeds; [a, b]: 95 % bootstrap interval over seeds and eval "
+             "views.", "", *room_lines(records), "", "The verdict against the goal (at most 1.5 dB lost and at most "
+             "10 % of splitnerf's leakage in every cell, colour and geometry, every room), from the same records:", "",
+             frontier_report.markdown(results).rstrip("\n")]
+    if folder is not None and (folder / PICTURES).is_file():
+        lines += ["", f"![one eval view of office: see the caption]({folder.as_posix()}/{PICTURES})", "",
+                  "Rows: one per setting (office, seed 42). Left to right: the ground-truth depth, the server's "
+                  "read-out depth, the server surrogate's depth (near = bright); the last row is the s2nerf-plus "
+                  "victim with the learned inversion on: ground truth, the client's render, the gradient attack, the "
+                  "floor surrogate, the embedding attack, the shading attack and the inversion."]
+    return "\n".join(lines) + "\n"
+
+
+def block(results: dict, folder: Optional[Path]) -> str:
+    return f"{BEGIN}\n{markdown(results, folder)}{END}"
+
+
+def regenerate(folder: Path, readme: Optional[Path] = None) -> None:
+    results = load(folder)
+    (folder / "results.md").write_text("# Geometry defenses: generated from frontier.json\n\n" + markdown(results) +
+                                       "\n## Every cell\n\n" + frontier_report.cells_markdown(results))
+    if readme is not None:
+        relative = folder.resolve().relative_to(readme.resolve().parent)
+        replace_block(readme, BEGIN, END, block(results, relative if (folder / PICTURES).is_file() else None))
+
+
+def readme_matches(readme: Path, folder: Path) -> bool:
+    relative = folder.resolve().relative_to(readme.resolve().parent)
+    return block_matches(readme, BEGIN, END, block(load(folder), relative if (folder / PICTURES).is_file() else None))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="folder with frontier.json")
+    parser.add_argument("--readme", type=Path, default=None, help="README whose geometry block is regenerated")
+    args = parser.parse_args()
+    regenerate(args.folder, args.readme)
+
+
+if __name__ == "__main__":
+    main()
