@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from nerfstudio.data.scene_box import SceneBox
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.protocol.server import ServerFieldConfig, ServerPass
 from s2nerf_ns.transport.certs import check_ca
+from s2nerf_ns.transport.tls_diagnosis import tls_probe, tls_reason
 from s2nerf_ns.transport.wire import Message, WireOptions, decode, encode
 
 SERVICE = "s2nerf.SplitServer"
@@ -242,7 +242,8 @@ class RemoteServerSide(nn.Module):
             except grpc.FutureTimeoutError:
                 pass
             if self._port_answers():
-                reason = self._tls_probe()
+                reason = tls_probe(self.address, *split_host_port("--pipeline.model.server-address", self.address),
+                                   self.options)
                 if reason is None:
                     reason, last = self._handshake_failure()
                 if reason is not None:
@@ -264,42 +265,6 @@ class RemoteServerSide(nn.Module):
         except OSError:
             return False
 
-    def _tls_probe(self) -> Optional[str]:
-        """Shake hands with the port directly (Python's ``ssl``, the client's own CA and host name): the one
-        line for a refusal that TLS decides, independent of how far gRPC's reconnection back-off has got."""
-        host, port = split_host_port("--pipeline.model.server-address", self.address)
-        where = f"s2nerf: the server at {self.address}"
-        context = ssl.create_default_context()
-        context.set_alpn_protocols(["h2"])
-        if self.options.insecure:
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        else:
-            context.load_verify_locations(cafile=str(self.options.tls_ca))
-        name = self.options.tls_server_name or host
-        try:
-            with socket.create_connection((host, port), timeout=2.0) as raw:
-                with context.wrap_socket(raw, server_hostname=name):
-                    pass
-        except ssl.SSLCertVerificationError as err:
-            if err.verify_code == 62 or "hostname" in str(err.verify_message).lower():  # X509_V_ERR_HOSTNAME_MISMATCH
-                return (f"{where}: its certificate is not made for that host name ({name}); connect by a name it "
-                        "was made for (s2nerf-server-cert --host), or give --pipeline.model.remote.tls-server-name")
-            return (f"{where} is not trusted: its certificate does not verify against --pipeline.model.remote.tls-ca "
-                    f"{self.options.tls_ca} (wrong CA?); give the server's own server.crt (or the CA that signed it)")
-        except socket.timeout:
-            return None  # a slow answer decides nothing: keep waiting
-        except (ssl.SSLError, ConnectionError) as err:
-            if self.options.insecure:
-                return None  # the port does not speak TLS: a plaintext server, as the client expects
-            return (f"{where} refused the TLS handshake (--pipeline.model.remote.tls-ca {self.options.tls_ca}); "
-                    f"does it run --insecure? ({type(err).__name__})")
-        except OSError:
-            return None  # the port went away between the two checks: keep waiting
-        if self.options.insecure:
-            return (f"{where} accepts connections but not in clear (--pipeline.model.remote.insecure True): it "
-                    "serves TLS; give --pipeline.model.remote.tls-ca")
-        return None  # TLS agrees: whatever keeps the channel down, it is not the handshake
-
     def _handshake_failure(self) -> Tuple[Optional[str], Optional[str]]:
         """One request without waiting for the channel: its error says why the connection fails, if it does
         (the line to end with, and gRPC's details)."""
@@ -309,27 +274,8 @@ class RemoteServerSide(nn.Module):
             if err.code() != grpc.StatusCode.UNAVAILABLE:
                 return None, None  # the connection works (the empty Hello is refused by the server itself)
             details = " ".join(str(err.details()).split())
-            return self._tls_reason(details), details
+            return tls_reason(self.address, self.options, details), details
         return None, None
-
-    def _tls_reason(self, details: str) -> Optional[str]:
-        """The one line for a connection that TLS (or its absence on one side) refuses, from gRPC's details."""
-        where = f"s2nerf: the server at {self.address}"
-        if self.options.insecure:
-            if "Socket closed" in details or "reset" in details.lower():
-                return (f"{where} accepts connections but not in clear (--pipeline.model.remote.insecure True): it "
-                        f"probably serves TLS; give --pipeline.model.remote.tls-ca ({details[-100:]})")
-            return None
-        ca = f"--pipeline.model.remote.tls-ca {self.options.tls_ca}"
-        if "CERTIFICATE_VERIFY_FAILED" in details:
-            return (f"{where} is not trusted: its certificate does not verify against {ca} (wrong CA?); give the "
-                    "server's own server.crt (or the CA that signed it)")
-        if "not in peer certificate" in details or "hostname verification" in details.lower():
-            return (f"{where}: its certificate is not made for that host name; connect by a name it was made for "
-                    "(s2nerf-server-cert --host), or give --pipeline.model.remote.tls-server-name")
-        if "WRONG_VERSION_NUMBER" in details or "handshake" in details.lower():
-            return f"{where} refused the TLS handshake ({ca}); does it run --insecure? ({details[-100:]})"
-        return None
 
     def hello(self, head: Dict[str, object], **meta: object) -> None:
         """Introduce the client: the server part's architecture, and (public protocol knowledge, for setup
