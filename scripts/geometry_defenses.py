@@ -19,13 +19,10 @@ from pathlib import Path
 
 import torch
 
-from s2nerf_ns.bench import frontier
+from s2nerf_ns.bench import frontier, geometry_report
 from s2nerf_ns.bench.common import PRESETS, checked_provenance, environment
 
-POINTS = [(None, 0.0), ("client-appearance", 0.0), ("density-noise", 0.3), ("density-noise", 1.0),
-          ("client-geometry", 32.0), ("client-density-layers", 2.0)]
-"""splitnerf, s2nerf-plus, two density-noise strengths, the server keeping hash levels up to 32, two more client
-density layers (density not linear in h)."""
+POINTS = geometry_report.POINTS
 method_config = frontier.method_config
 
 
@@ -38,18 +35,21 @@ def without_inversion(name: str):
 
 def compose(out: Path, room: str, seed: int, view: int) -> None:
     """One picture: per setting (POINTS' order) its eval view's geometry panel (ground-truth depth | the server's
-    read-out | the server surrogate's depth), then the pictures run's attack panel (every render, inversion too),
-    each scaled by 2 (nearest) and left-aligned on black."""
+    read-out | the server surrogate's depth) and the client's own depth (nerfstudio's colour map), then the pictures
+    run's attack panel (every render, inversion too), each scaled by 2 (nearest) and left-aligned on black."""
     import numpy as np
     from PIL import Image
 
-    files = [out / "runs" / room / "splitnerf-sma" / f"{family or 'splitnerf'}_{value:g}_seed{seed}" / "eval_images" /
-             f"eval_geometry_{view:04d}.png" for family, value in POINTS]
-    files += sorted((out / "pictures_run").glob(f"{room}/splitnerf-sma/*/eval_images/eval_attack_{view:04d}.png"))
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing or not files:
+    folders = [out / "runs" / room / "splitnerf-sma" / f"{family or 'splitnerf'}_{value:g}_seed{seed}" / "eval_images"
+               for family, value in POINTS]
+    groups = [[f / f"eval_geometry_{view:04d}.png", f / f"eval_depth_{view:04d}.png"] for f in folders]
+    groups += [[f] for f in sorted((out / "pictures_run").glob(
+        f"{room}/splitnerf-sma/*/eval_images/eval_attack_{view:04d}.png"))]
+    missing = [str(f) for g in groups for f in g if not f.is_file()]
+    if missing or not groups:
         raise SystemExit(f"--compose: missing {', '.join(missing) or 'every image'}")
-    rows = [np.asarray(Image.open(f).convert("RGB")).repeat(2, 0).repeat(2, 1) for f in files]
+    rows = [np.concatenate([np.asarray(Image.open(f).convert("RGB")) for f in g], 1).repeat(2, 0).repeat(2, 1)
+            for g in groups]
     width = max(r.shape[1] for r in rows)
     canvas = np.concatenate([np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0))) for r in rows], 0)
     Image.fromarray(canvas).save(out / "pictures.png")

@@ -37,8 +37,8 @@ from s2nerf_ns.scenes import ROOM_NAMES
 LEAKAGE_KEYS = ("leakage_cm_lum_ssim", "leakage_lum_ssim", "leakage_ssim", "leakage_cmpsnr", "leakage_psnr",
                 "attack_lum_ssim_margin", "attack_cipsnr_margin")
 """The y axis: the first of these that every record has (override with ``leakage_key``)."""
-RECORDED_PREFIXES = ("attack_", "leakage_", "floor_", "private_", "embedding_attack_", "shading_attack_", "geometry_",
-                     "gradient_share_", "dp_")
+RECORDED_PREFIXES = ("attack_", "leakage_", "floor_", "private_", "embedding_attack_", "shading_attack_",
+                     "inversion_attack_", "geometry_", "gradient_share_", "dp_")
 RAW_PREFIXES = tuple(f"{r}_" for r in frontier_cells.SOURCES["eval"][0] + frontier_cells.SOURCES["eval"][1]) + (
     "geometry_",)
 """Per-view raw scores kept in a record's ``per_view`` rows (with ``psnr`` and ``ssim``)."""

@@ -22,6 +22,10 @@ from s2nerf_ns.bench.report import block_matches, replace_block
 from s2nerf_ns.evaluation.confidence import Interval
 
 BEGIN, END = "<!-- results:geometry -->", "<!-- /results -->"
+POINTS = ((None, 0.0), ("client-appearance", 0.0), ("density-noise", 0.3), ("density-noise", 1.0),
+          ("client-geometry", 32.0), ("client-density-layers", 2.0))
+"""The settings ``scripts/geometry_defenses.py`` runs, in the picture's row order: splitnerf, s2nerf-plus, two
+density-noise strengths, the server keeping hash levels up to 32, two more client density layers."""
 NAMES = {("splitnerf", 0.0): "splitnerf (undefended)", ("client-appearance", 0.0): "s2nerf-plus (colour on the client)"}
 """How the tables name a setting (else ``family value``)."""
 PICTURES = "pictures.png"
@@ -88,9 +92,12 @@ def markdown(results: dict, folder: Optional[Path] = None) -> str:
     picture where ``folder`` holds it."""
     records = results["records"]
     preset = results.get("preset_values", {})
+    walls = [float(r["wall_seconds"]) for r in records if r.get("wall_seconds") is not None]
+    wall = (f"{len(walls)} runs took {min(walls):.0f}-{max(walls):.0f} s each (train, attack, evaluate; mean "
+            f"{sum(walls) / len(walls):.0f} s). " if walls else "")
     lines = [f"Victims: {preset.get('resolution', '?')} px rooms, {preset.get('steps', '?')} steps of "
              f"{preset.get('rays', '?')} rays, SMA pipeline without the learned inversion; command `"
-             f"{results.get('command', '?')}`. Geometry leakage = the best depth attack (the server's read-out of the "
+             f"{results.get('command', '?')}`. {wall}{frontier_report.provenance_line(results)} Geometry leakage = the best depth attack (the server's read-out of the "
              "client's density, its surrogate) over the best floor that knows nothing of the room (best constant "
              "depth per view, the gradient-free surrogate, the scene box's exit); positive = leaked. Ratios are to "
              "splitnerf's leakage on the same room and seeds; [a, b]: 95 % bootstrap interval over seeds and eval "
@@ -98,11 +105,15 @@ def markdown(results: dict, folder: Optional[Path] = None) -> str:
              "10 % of splitnerf's leakage in every cell, colour and geometry, every room), from the same records:", "",
              frontier_report.markdown(results).rstrip("\n")]
     if folder is not None and (folder / PICTURES).is_file():
+        rows = ", ".join(name((family or "splitnerf", value)) for family, value in POINTS)
         lines += ["", f"![one eval view of office: see the caption]({folder.as_posix()}/{PICTURES})", "",
-                  "Rows: one per setting (office, seed 42). Left to right: the ground-truth depth, the server's "
-                  "read-out depth, the server surrogate's depth (near = bright); the last row is the s2nerf-plus "
-                  "victim with the learned inversion on: ground truth, the client's render, the gradient attack, the "
-                  "floor surrogate, the embedding attack, the shading attack and the inversion."]
+                  f"One eval view of office, seed 42; a row per setting: {rows}. Left to right: the ground-truth "
+                  "depth, the server's read-out depth and its surrogate's depth (gray, near = bright), then the "
+                  "client's own depth (nerfstudio's colour map, scaled per image). The last row is an s2nerf-plus "
+                  "victim trained the same way with the learned inversion on (`pictures_record.json`): ground truth, "
+                  "the client's render, the gradient attack, the floor surrogate, the embedding attack, the shading "
+                  "attack (three grayscale cues in the red, green and blue channels: Lambertian, headlight, depth) "
+                  "and the inversion."]
     return "\n".join(lines) + "\n"
 
 
@@ -129,7 +140,10 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="folder with frontier.json")
     parser.add_argument("--readme", type=Path, default=None, help="README whose geometry block is regenerated")
     args = parser.parse_args()
-    regenerate(args.folder, args.readme)
+    try:
+        regenerate(args.folder, args.readme)
+    except FileNotFoundError as err:
+        raise SystemExit(f"FOLDER {args.folder}: {err}") from None
 
 
 if __name__ == "__main__":
