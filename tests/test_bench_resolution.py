@@ -22,7 +22,15 @@ def test_item_pixels_add_up_to_the_rooms_own_masks():
 
 def test_judge_preset_is_larger_than_cpu():
     judge, cpu = common.PRESETS["judge"], common.PRESETS["cpu"]
-    assert judge.resolution == 128 and judge.num_views == cpu.num_views and judge.steps * judge.rays > cpu.steps * cpu.rays
+    assert judge.resolution == 288 and judge.num_views == cpu.num_views and judge.steps * judge.rays > cpu.steps * cpu.rays
     text = resolution.markdown([{"room": "office", "resolution": 128, "num_items": 6, "mean_view_pixels": 610.0,
                                  "mean_item_pixels": 325.0, "median_item_pixels": 279.0}], "judge")
     assert "| office | 128 | 6 | 610 | 325, 279 |" in text
+
+
+def test_judge_preset_gives_every_room_1000_private_pixels_per_eval_view():
+    """The judging preset is sized by the instrument (issue 23): the private items cover at least 1,000 pixels per
+    eval view on average, on every built-in room (the mask pass only)."""
+    rows = resolution.preset_resolution(common.PRESETS["judge"], ["bedroom", "office", "livingroom"])
+    assert {r["room"] for r in rows} == {"bedroom", "office", "livingroom"}
+    assert all(r["mean_view_pixels"] >= 1000 for r in rows), rows

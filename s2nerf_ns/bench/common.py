@@ -55,11 +55,12 @@ PRESETS: Dict[str, Preset] = {
     # about 10 minutes; not yet measured on a GPU.
     "gpu": Preset(128, 16, 120, 2300, 2048, 64, 16, 2048, 19, 300, 200, seeds=3, ttq_psnr=24.0, ttq_max_steps=3000,
                   ttq_eval_every=100),
-    # Judging preset (issue 23), groundwork: 128 px rooms (the private items' pixels per eval view:
-    # s2nerf_ns.bench.resolution, `s2nerf-bench resolution`), the cpu preset's model with a finer grid, twice its
-    # steps at twice its rays. Sized for the 2-core CPU by extrapolation from the cpu preset (about 80 s per
-    # frontier point there); not yet run, so its hours are not measured.
-    "judge": Preset(128, 16, 64, 600, 1024, 32, 8, 512, 17, 300, 100, seeds=2, ttq_psnr=22.0, ttq_max_steps=1200,
+    # Judging preset (issue 23), sized by the instrument: 288 px rooms, the smallest size at which the private items
+    # cover at least 1,000 pixels per eval view on every built-in room (measured by the mask pass,
+    # `s2nerf-bench resolution --presets judge`: 128 px gives 237-702, 256 px 936-2,792); the cpu preset's model
+    # with a finer grid, twice its steps at twice its rays. Its cost per frontier point is measured by
+    # scripts/judge_baseline.py (docs/results/judge_baseline_cpu/).
+    "judge": Preset(288, 16, 64, 600, 1024, 32, 8, 512, 17, 300, 100, seeds=2, ttq_psnr=22.0, ttq_max_steps=1200,
                     ttq_eval_every=100),
 }
 
