@@ -1,0 +1,31 @@
+"""What a preset resolves (issue 23): splitnerf's own leakage per verdict cell, judged against the metric's
+resolution and against zero, from raw per-view scores; the hours of a judging frontier from the runs' wall time."""
+
+from test_bench_reports import record
+
+from s2nerf_ns.bench import frontier_report, judge_report
+
+
+def test_cells_are_resolved_where_splitnerf_leaks_above_resolution_and_clear_of_zero():
+    strong = [record(room, "splitnerf", 0.0, seed, 25.0, 1.0) for room in ("office", "bedroom") for seed in (42, 43)]
+    rows = judge_report.resolved_cells(strong + [record("office", "s2nerf", 1.2, 42, 24.0, 0.0)])
+    assert {r["room"] for r in rows} == {"office", "bedroom"}  # splitnerf's records only
+    assert rows and all(r["above_resolution"] and r["clear_of_zero"] for r in rows)
+    share = judge_report.shares(rows)
+    assert share["both"] == (len(rows), len(rows))
+
+    weak = [record("office", "splitnerf", 0.0, seed, 25.0, 0.01) for seed in (42, 43)]  # under every resolution
+    rows = judge_report.resolved_cells(weak)
+    assert rows and not any(r["above_resolution"] for r in rows)
+    assert judge_report.shares(rows)["above_resolution"][0] == 0
+    assert {(r["scope"], r["metric"]) for r in rows} == {(s, m) for s in frontier_report.SCOPES
+                                                          for m in frontier_report.METRICS}
+
+
+def test_the_report_states_the_share_and_the_hours():
+    records = [dict(record("office", "splitnerf", 0.0, seed, 25.0, 1.0), wall_seconds=600.0) for seed in (42, 43)]
+    text = judge_report.markdown({"preset": "judge", "preset_values": {"resolution": 288, "steps": 600, "rays": 1024},
+                                  "records": records})
+    n = len(judge_report.resolved_cells(records))
+    assert f"both {n} of {n} (100 %)" in text
+    assert "600-600 s, mean 600 s" in text and "hours on this machine" in text
