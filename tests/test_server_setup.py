@@ -203,16 +203,19 @@ def test_tls_equals_plaintext_bit_for_bit_and_a_wrong_ca_or_name_is_refused_in_o
         a, b = server_field_state(plain.run_dir), server_field_state(tls.run_dir)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-        for options, line in ((dict(tls_ca=other_cert), "is not trusted: its certificate does not verify against "
-                                                        f"--pipeline.model.remote.tls-ca {other_cert} (wrong CA?)"),
-                              (dict(tls_ca=cert, tls_server_name="wrong.example"),
-                               "its certificate is not made for that host name"),
-                              (dict(insecure=True), "accepts connections but not in clear")):
+        plain_by_name = f"localhost:{plain.port}"
+        for address, options, line in (
+                (tls_address, dict(tls_ca=other_cert), "is not trusted: its certificate does not verify against "
+                                                       f"--pipeline.model.remote.tls-ca {other_cert} (wrong CA?)"),
+                (tls_address, dict(tls_ca=cert, tls_server_name="wrong.example"),
+                 "its certificate is not made for that host name"),
+                (tls_address, dict(insecure=True), "accepts connections but not in clear"),
+                (plain_by_name, dict(tls_ca=cert), "does not speak TLS")):
             with pytest.raises(RemoteServerError) as err:  # the specific line, never the time-out's
-                tiny_model(server_address=tls_address, server_token_file=token_file,
+                tiny_model(server_address=address, server_token_file=token_file,
                            remote=RemoteOptions(connect_timeout_s=60, **options))
             assert "\n" not in str(err.value) and line in str(err.value), str(err.value)
-        assert tls.proc.poll() is None  # still serving
+        assert tls.proc.poll() is None and plain.proc.poll() is None  # still serving
     finally:
         plain.kill()
         tls.kill()
@@ -286,3 +289,33 @@ def test_a_full_replay_buffer_asks_for_a_checkpoint_and_replay_still_recovers(tm
     state = server_field_state(proc.run_dir)
     for name, value in reference.server.field.state_dict().items():
         assert torch.equal(state[name], value), name
+
+
+def test_the_tls_probe_decides_nothing_where_nothing_answers_or_the_peer_hangs_up(certs):
+    """No false refusal: a closed port, or a peer that accepts and closes at once (a busy or restarting server),
+    leaves the probe undecided; only the handshake's own outcome makes a line."""
+    import threading
+
+    from s2nerf_ns.transport.tls_diagnosis import tls_probe
+
+    (cert, _), _ = certs
+    options = RemoteOptions(insecure=False, tls_ca=cert)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    assert tls_probe("x", "127.0.0.1", closed, options) is None
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def hang_up():
+        connection, _ = listener.accept()
+        connection.close()
+
+    thread = threading.Thread(target=hang_up)
+    thread.start()
+    try:
+        assert tls_probe("x", "127.0.0.1", listener.getsockname()[1], options) is None
+    finally:
+        thread.join(5)
+        listener.close()

@@ -32,7 +32,7 @@ from nerfstudio.data.scene_box import SceneBox
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.protocol.server import ServerFieldConfig, ServerPass
 from s2nerf_ns.transport.certs import check_ca
-from s2nerf_ns.transport.tls_diagnosis import tls_probe, tls_reason
+from s2nerf_ns.transport.tls_diagnosis import AGREES, tls_probe, tls_reason
 from s2nerf_ns.transport.wire import Message, WireOptions, decode, encode
 
 SERVICE = "s2nerf.SplitServer"
@@ -244,8 +244,10 @@ class RemoteServerSide(nn.Module):
             if self._port_answers():
                 reason = tls_probe(self.address, *split_host_port("--pipeline.model.server-address", self.address),
                                    self.options)
-                if reason is None:
+                if reason is None:  # the handshake decided nothing: gRPC's own error text, if it names a cause
                     reason, last = self._handshake_failure()
+                elif reason == AGREES:  # TLS (or its absence) is as the client expects: keep waiting
+                    reason = None
                 if reason is not None:
                     self._channel.close()  # stop its retries
                     raise RemoteServerError(reason)
