@@ -43,16 +43,22 @@ def compose(out: Path, room: str, seed: int, view: int) -> None:
     folders = [out / "runs" / room / "splitnerf-sma" / f"{family or 'splitnerf'}_{value:g}_seed{seed}" / "eval_images"
                for family, value in POINTS]
     groups = [[f / f"eval_geometry_{view:04d}.png", f / f"eval_depth_{view:04d}.png"] for f in folders]
-    groups += [[f] for f in sorted((out / "pictures_run").glob(
-        f"{room}/splitnerf-sma/*/eval_images/eval_attack_{view:04d}.png"))]
+    inversion = sorted((out / "pictures_run").glob(f"{room}/splitnerf-sma/*_seed{seed}/eval_images/"
+                                                   f"eval_attack_{view:04d}.png"))
+    if len(inversion) > 1:
+        raise SystemExit(f"--compose: {len(inversion)} pictures runs on {room}, seed {seed}: keep one")
+    groups += [inversion] if inversion else []
     missing = [str(f) for g in groups for f in g if not f.is_file()]
-    if missing or not groups:
-        raise SystemExit(f"--compose: missing {', '.join(missing) or 'every image'}")
+    if missing:
+        raise SystemExit(f"--compose: missing {', '.join(missing)} (run the points, and --pictures {room}, first)")
     rows = [np.concatenate([np.asarray(Image.open(f).convert("RGB")) for f in g], 1).repeat(2, 0).repeat(2, 1)
             for g in groups]
     width = max(r.shape[1] for r in rows)
     canvas = np.concatenate([np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0))) for r in rows], 0)
-    Image.fromarray(canvas).save(out / "pictures.png")
+    Image.fromarray(canvas).save(out / geometry_report.PICTURES)
+    meta = {"room": room, "seed": seed, "view": view, "rows": [[family, value] for family, value in POINTS],
+            "inversion_row": bool(inversion)}
+    (out / geometry_report.PICTURES_META).write_text(json.dumps(meta, indent=2))
     print(f"{out / 'pictures.png'}: {len(rows)} rows, {canvas.shape[1]} x {canvas.shape[0]} px")
 
 
@@ -91,6 +97,9 @@ def main() -> None:
     frontier.method_config = without_inversion
     path = out / "frontier.json"
     results = json.loads(path.read_text()) if path.exists() else {"records": []}
+    if results["records"] and results.get("preset_values") != preset.__dict__:
+        raise SystemExit(f"--out {out}: its records were made at another size ({results.get('preset_values')}); "
+                         "resume with the same --resolution, --steps and --rays, or use another folder")
     results.update(preset="geometry", preset_values=preset.__dict__, environment=environment(), provenance=provenance,
                    command="OMP_NUM_THREADS=2 python " + " ".join(sys.argv), inversion=False)
     done = {(r["room"], r["family"], r["value"], r["seed"]) for r in results["records"]}

@@ -2,11 +2,11 @@
 a frontier point is (``s2nerf_ns.bench.frontier.run_point``, every attack on, the learned inversion included), one
 run at a time, seeds outer and rooms inner. What it measures: the wall time of one judging frontier point on this
 machine (hence the hours of the whole frontier) and, from splitnerf's own leakage with its intervals, the share of
-the verdict's cells the instrument resolves at this size (``s2nerf_ns.bench.resolution.resolved_cells``).
+the verdict's cells the instrument resolves at this size (``s2nerf_ns.bench.judge_report.resolved_cells``).
 
 From the repository root of a clean checkout:
     OMP_NUM_THREADS=2 python scripts/judge_baseline.py --out FOLDER [--rooms ...] [--seeds ...]
-Writes FOLDER/frontier.json (resumable); ``python -m s2nerf_ns.bench.resolution FOLDER`` prints the tables.
+Writes FOLDER/frontier.json (resumable); ``python -m s2nerf_ns.bench.judge_report FOLDER`` writes FOLDER/resolved.md.
 """
 
 import argparse

@@ -107,6 +107,7 @@ def verdicts(records: Sequence[dict], metrics: Sequence[str] = ALL_METRICS,
             outcome = judge_cell(entry, sm)
             if outcome == "excluded":
                 v["excluded"] += 1
+                v["excluded_geometry"] = v.get("excluded_geometry", 0) + sm[0].startswith(GEOMETRY)
             elif outcome != "missing":
                 judged[sm] = outcome
                 v["counts"][outcome] += 1
@@ -216,7 +217,9 @@ def header(results: dict, verdict: Dict[Point, dict], per_view: bool) -> List[st
     seed_parts = [f"{text}: {len(names)} settings" if i == 0 and len(groups) > 1 else f"{text}: {', '.join(names)}"
                   for i, (text, names) in enumerate(groups)]
     most = max((len(c["seeds"]) for v in verdict.values() for c in v["rooms"].values()), default=0)
-    how = ("seeds and eval views (dummy images for the dummies)" if per_view else
+    how = ("seeds and eval views (dummy images for the dummies)" + (
+               f"; with {most} seeds the seed level of the resampling is crude, so the intervals understate the "
+               "spread between seeds" if most <= 3 else "") if per_view else
            "seeds only: these records hold no per-view scores, so a setting with one seed has no interval "
            "and is never judged pass or fail" + (
                f"; with {most} seeds an interval is little more than the range of the seeds' values, narrower "
@@ -379,10 +382,14 @@ def summary_lines(verdict: Dict[Point, dict]) -> List[str]:
                    f"ratio {paper['worst'][1]:.2f}. Settings at least as good on both (point values): "
                    f"{_names(sorted(dominating)) or 'none'}.")
     excluded = sum(v["excluded"] for v in verdict.values())
+    geometry = sum(v.get("excluded_geometry", 0) for v in verdict.values())
     if excluded:
         out.append(f"({excluded} (setting, room, scope, metric) cells left out of the ratios: there the undefended "
                    "victim's leakage is within the metric's resolution, "
-                   f"{', '.join(f'{k} {v:g}' for k, v in RESOLUTION.items())}.)")
+                   f"{', '.join(f'{k} {v:g}' for k, v in RESOLUTION.items())}"
+                   + (f"; {geometry} of them geometry cells, where splitnerf's best depth attack beats its floor by at "
+                      f"most {', '.join(f'{k} {v:g}' for k, v in GEOMETRY_RESOLUTION.items())} (or not at all)"
+                      if geometry else "") + ".)")
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -30,6 +31,8 @@ NAMES = {("splitnerf", 0.0): "splitnerf (undefended)", ("client-appearance", 0.0
 """How the tables name a setting (else ``family value``)."""
 PICTURES = "pictures.png"
 """The committed picture of one eval view (made by ``scripts/geometry_defenses.py --compose``), shown when present."""
+PICTURES_META = "pictures.json"
+"""What the picture shows (room, seed, eval view, its rows), written beside it by ``--compose``."""
 
 
 def name(point: Tuple[str, float]) -> str:
@@ -63,7 +66,7 @@ def room_lines(records: Sequence[dict]) -> List[str]:
             eps.setdefault((r["room"], r["family"], r["value"]), []).append(float(r["epsilon"]))
     lines = ["| room | setting | seeds | PSNR lost (dB) | colour: render cmPSNR leakage (dB) / ratio | colour: render NMI "
              "leakage / ratio | geometry vs client's depth: within 10 % leakage / ratio | vs client's depth: abs-rel "
-             "leakage / ratio | vs ground truth: within 10 % leakage | epsilon |",
+             "leakage / ratio | vs reference depth: within 10 % leakage | epsilon |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     order = lambda key: (key[0], key[1] != "splitnerf", key[1] != "client-appearance", key[1], key[2])  # noqa: E731
     for key in sorted(computed, key=order):
@@ -87,38 +90,59 @@ def room_lines(records: Sequence[dict]) -> List[str]:
     return lines
 
 
-def markdown(results: dict, folder: Optional[Path] = None) -> str:
+def markdown(results: dict, picture: Optional[Tuple[Path, dict]] = None) -> str:
     """The block: what ran, the per-room table, the verdict table over every cell (colour and geometry), and the
-    picture where ``folder`` holds it."""
+    picture (its link's folder and what it shows) where there is one."""
     records = results["records"]
     preset = results.get("preset_values", {})
     walls = [float(r["wall_seconds"]) for r in records if r.get("wall_seconds") is not None]
     wall = (f"{len(walls)} runs took {min(walls):.0f}-{max(walls):.0f} s each (train, attack, evaluate; mean "
             f"{sum(walls) / len(walls):.0f} s). " if walls else "")
+    inversion = "with" if results.get("inversion") else "without"
     lines = [f"Victims: {preset.get('resolution', '?')} px rooms, {preset.get('steps', '?')} steps of "
-             f"{preset.get('rays', '?')} rays, SMA pipeline without the learned inversion; command `"
+             f"{preset.get('rays', '?')} rays, SMA pipeline {inversion} the learned inversion; command `"
              f"{results.get('command', '?')}`. {wall}{frontier_report.provenance_line(results)} Geometry leakage = the best depth attack (the server's read-out of the "
              "client's density, its surrogate) over the best floor that knows nothing of the room (best constant "
              "depth per view, the gradient-free surrogate, the scene box's exit); positive = leaked. Ratios are to "
              "splitnerf's leakage on the same room and seeds; [a, b]: 95 % bootstrap interval over seeds and eval "
-             "views.", "", *room_lines(records), "", "The verdict against the goal (at most 1.5 dB lost and at most "
+             "views. Against the client's own depth each setting is scored against its own client's depth, so a "
+             "defense that only makes that depth flatter (nearer a constant) lowers its leakage even where the server "
+             "reads it exactly: the last column of the geometry table below (the best attack's within 10 % of the "
+             "client's depth, no floor) says how exactly it does. The reference depth is the rendered ground truth "
+             "where the room has it.", "", *room_lines(records), "", "The verdict against the goal (at most 1.5 dB lost and at most "
              "10 % of splitnerf's leakage in every cell, colour and geometry, every room), from the same records:", "",
              frontier_report.markdown(results).rstrip("\n")]
-    if folder is not None and (folder / PICTURES).is_file():
-        rows = ", ".join(name((family or "splitnerf", value)) for family, value in POINTS)
-        lines += ["", f"![one eval view of office: see the caption]({folder.as_posix()}/{PICTURES})", "",
-                  f"One eval view of office, seed 42; a row per setting: {rows}. Left to right: the ground-truth "
-                  "depth, the server's read-out depth and its surrogate's depth (gray, near = bright), then the "
-                  "client's own depth (nerfstudio's colour map, scaled per image). The last row is an s2nerf-plus "
-                  "victim trained the same way with the learned inversion on (`pictures_record.json`): ground truth, "
-                  "the client's render, the gradient attack, the floor surrogate, the embedding attack, the shading "
-                  "attack (three grayscale cues in the red, green and blue channels: Lambertian, headlight, depth) "
-                  "and the inversion."]
+    if picture is not None:
+        link, meta = picture
+        lines += ["", f"![one eval view: see the caption]({link.as_posix()}/{PICTURES})", "", caption(meta)]
     return "\n".join(lines) + "\n"
 
 
-def block(results: dict, folder: Optional[Path]) -> str:
-    return f"{BEGIN}\n{markdown(results, folder)}{END}"
+def caption(meta: dict) -> str:
+    """The picture's caption from what ``--compose`` wrote (``room``, ``seed``, ``view``, ``rows``: the settings'
+    ``[family, value]`` in row order, ``inversion_row``: whether an inversion run's panels make the last row)."""
+    rows = ", ".join(name((family or "splitnerf", float(value))) for family, value in meta["rows"])
+    text = (f"Eval view {meta['view']} of {meta['room']}, seed {meta['seed']}; a row per setting: {rows}. Left to "
+            "right: the ground-truth depth, the server's read-out depth and its surrogate's depth (gray, near = "
+            "bright), then the client's own depth (nerfstudio's colour map, scaled per image).")
+    if meta.get("inversion_row"):
+        text += (" The last row is an s2nerf-plus victim trained the same way with the learned inversion on "
+                 "(`pictures_record.json`): ground truth, the client's render, the gradient attack, the floor "
+                 "surrogate, the embedding attack, the shading attack (three grayscale cues in the red, green and "
+                 "blue channels: Lambertian, headlight, depth) and the inversion.")
+    return text
+
+
+def _picture(folder: Path, readme: Path) -> Optional[Tuple[Path, dict]]:
+    """``folder`` as the README links it and what its picture shows, or None where it holds no picture."""
+    if not (folder / PICTURES).is_file():
+        return None
+    meta = json.loads((folder / PICTURES_META).read_text())
+    return Path(os.path.relpath(folder.resolve(), readme.resolve().parent)), meta
+
+
+def block(results: dict, picture: Optional[Tuple[Path, dict]]) -> str:
+    return f"{BEGIN}\n{markdown(results, picture)}{END}"
 
 
 def regenerate(folder: Path, readme: Optional[Path] = None) -> None:
@@ -126,13 +150,11 @@ def regenerate(folder: Path, readme: Optional[Path] = None) -> None:
     (folder / "results.md").write_text("# Geometry defenses: generated from frontier.json\n\n" + markdown(results) +
                                        "\n## Every cell\n\n" + frontier_report.cells_markdown(results))
     if readme is not None:
-        relative = folder.resolve().relative_to(readme.resolve().parent)
-        replace_block(readme, BEGIN, END, block(results, relative if (folder / PICTURES).is_file() else None))
+        replace_block(readme, BEGIN, END, block(results, _picture(folder, readme)))
 
 
 def readme_matches(readme: Path, folder: Path) -> bool:
-    relative = folder.resolve().relative_to(readme.resolve().parent)
-    return block_matches(readme, BEGIN, END, block(load(folder), relative if (folder / PICTURES).is_file() else None))
+    return block_matches(readme, BEGIN, END, block(load(folder), _picture(folder, readme)))
 
 
 def main() -> None:
