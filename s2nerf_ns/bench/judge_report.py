@@ -9,7 +9,7 @@ leakage is resolved, i.e. a defended setting's ratio to it can be judged at all.
 
 Also the wall time of each run: one judging frontier point, hence the hours of a whole frontier.
 
-    python -m s2nerf_ns.bench.judge_report FOLDER      (FOLDER/frontier.json from scripts/judge_baseline.py)
+    python -m s2nerf_ns.bench.judge_report FOLDER [--readme README.md]   (FOLDER/frontier.json: scripts/judge_baseline.py)
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Dict, List, Sequence, Tuple
 from s2nerf_ns.bench import frontier
 from s2nerf_ns.bench.frontier_cells import cells
 from s2nerf_ns.bench.frontier_report import GEOMETRY, GEOMETRY_RESOLUTION, RESOLUTION, sides
+from s2nerf_ns.bench.report import block_matches, replace_block
 
 
 def resolved_cells(records: Sequence[dict]) -> List[Dict[str, object]]:
@@ -51,6 +52,32 @@ def shares(rows: Sequence[Dict[str, object]]) -> Dict[str, Tuple[int, int]]:
             "both": (sum(bool(r["above_resolution"] and r["clear_of_zero"]) for r in rows), n)}
 
 
+BEGIN, END = "<!-- results:judge -->", "<!-- /results -->"
+
+
+def summary(results: dict) -> str:
+    """The README block: what ran, the time, the shares of resolved cells (the per-cell table stays in the folder)."""
+    return markdown(results).split("\n| room |")[0].rstrip("\n") + "\n"
+
+
+def readme_matches(readme: Path, folder: Path) -> bool:
+    return block_matches(readme, BEGIN, END, f"{BEGIN}\n{summary(load(folder))}{END}")
+
+
+def load(folder: Path) -> dict:
+    path = folder / "frontier.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no judging runs here (scripts/judge_baseline.py writes it)")
+    return json.loads(path.read_text())
+
+
+def by_scope(rows: Sequence[Dict[str, object]]) -> str:
+    scopes: Dict[str, List[bool]] = {}
+    for r in rows:
+        scopes.setdefault(str(r["scope"]), []).append(bool(r["above_resolution"] and r["clear_of_zero"]))
+    return ", ".join(f"{scope} {sum(v)}/{len(v)}" for scope, v in scopes.items())
+
+
 def markdown(results: dict) -> str:
     records = results["records"]
     preset = results.get("preset_values", {})
@@ -75,7 +102,8 @@ def markdown(results: dict) -> str:
                   f"({points} settings incl. splitnerf, 3 rooms, 2 seeds) would take at least {total:.0f} hours on this "
                   "machine at the fastest run's rate.", ""]
     lines += [f"Cells of the verdict whose undefended leakage is resolved: above the metric's resolution "
-              f"{pct('above_resolution')}; interval clear of zero {pct('clear_of_zero')}; both {pct('both')}.", "",
+              f"{pct('above_resolution')}; interval clear of zero {pct('clear_of_zero')}; both {pct('both')}. By "
+              f"scope (both criteria, over rooms): {by_scope(rows)}.", "",
               "| room | scope | metric | splitnerf's leakage [95 %] | above resolution | interval clear of zero |",
               "|---|---|---|---|---|---|"]
     for r in rows:
@@ -87,12 +115,16 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="folder with frontier.json (scripts/judge_baseline.py)")
+    parser.add_argument("--readme", type=Path, default=None, help="README whose judge block is regenerated")
     args = parser.parse_args()
-    path = args.folder / "frontier.json"
-    if not path.is_file():
-        raise SystemExit(f"FOLDER {args.folder}: no frontier.json there (scripts/judge_baseline.py writes it)")
-    text = markdown(json.loads(path.read_text()))
+    try:
+        results = load(args.folder)
+    except FileNotFoundError as err:
+        raise SystemExit(f"FOLDER {args.folder}: {err}") from None
+    text = markdown(results)
     (args.folder / "resolved.md").write_text(text)
+    if args.readme is not None:
+        replace_block(args.readme, BEGIN, END, f"{BEGIN}\n{summary(results)}{END}")
     print(text)
 
 
