@@ -118,6 +118,23 @@ def statistics(means: np.ndarray, source: str) -> Dict[str, np.ndarray]:
     return out
 
 
+def _interval(point: Dict[str, np.ndarray], reps: Optional[Dict[str, np.ndarray]], key: str) -> Interval:
+    """``point[key]`` with its percentile interval over the replicates (NaN ends when nothing can be resampled)."""
+    if reps is None:
+        return Interval(float(point[key]), float("nan"), float("nan"))
+    return percentile_interval(float(point[key]), reps[key])
+
+
+def _sides(point: Dict[str, np.ndarray], reps: Optional[Dict[str, np.ndarray]], d_key: str, r_key: str
+           ) -> Tuple[Interval, Interval, Interval]:
+    """The defended leakage, the undefended one and their ratio (point and replicates divided alike), with intervals."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(point[d_key] / point[r_key])
+        ratio_reps = None if reps is None else reps[d_key] / reps[r_key]
+    return (_interval(point, reps, d_key), _interval(point, reps, r_key),
+            Interval(ratio, float("nan"), float("nan")) if ratio_reps is None else percentile_interval(ratio, ratio_reps))
+
+
 def cell(defended: Sequence[dict], reference: Sequence[dict]) -> dict:
     """One setting on one room: ``defended`` and ``reference`` are its records and the undefended victim's
     on the same seeds, in the same order. Returns the point values with intervals: ``psnr_lost``, and per
@@ -132,26 +149,14 @@ def cell(defended: Sequence[dict], reference: Sequence[dict]) -> dict:
         point = statistics(seed_means(samples), source)
         can = resolvable(len(samples), [s.shape[0] for s in samples])
         reps = statistics(two_stage_means(samples), source) if can else None
-
-        def interval(key: str) -> Interval:
-            if reps is None:
-                return Interval(float(point[key]), float("nan"), float("nan"))
-            return percentile_interval(float(point[key]), reps[key])
-
         if source == "eval":
-            out["psnr_lost"] = interval("psnr_lost")
+            out["psnr_lost"] = _interval(point, reps, "psnr_lost")
         for scope, (src, _) in SCOPE_SOURCE.items():
             if src != source:
                 continue
             for m in METRICS:
-                d_key, r_key = f"defended|{scope}|{m}", f"reference|{scope}|{m}"
-                out["leakage"][(scope, m)] = interval(d_key)
-                out["reference"][(scope, m)] = interval(r_key)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ratio_point = float(point[d_key] / point[r_key])
-                    ratio_reps = None if reps is None else reps[d_key] / reps[r_key]
-                out["ratio"][(scope, m)] = (Interval(ratio_point, float("nan"), float("nan")) if ratio_reps is None
-                                            else percentile_interval(ratio_point, ratio_reps))
+                out["leakage"][(scope, m)], out["reference"][(scope, m)], out["ratio"][(scope, m)] = _sides(
+                    point, reps, f"defended|{scope}|{m}", f"reference|{scope}|{m}")
     out.update(geometry_cell(defended, reference))
     out["per_view"] = per_view_all
     return out
@@ -215,26 +220,15 @@ def geometry_cell(defended: Sequence[dict], reference: Sequence[dict]) -> dict:
     point = geometry_statistics(seed_means(samples))
     can = resolvable(len(samples), [s.shape[0] for s in samples])
     reps = geometry_statistics(two_stage_means(samples)) if can else None
-
-    def interval(key: str, values: Optional[np.ndarray] = None, at: Optional[float] = None) -> Interval:
-        at = float(point[key]) if at is None else at
-        if reps is None:
-            return Interval(at, float("nan"), float("nan"))
-        return percentile_interval(at, reps[key] if values is None else values)
-
     out: dict = {"geometry_leakage": {}, "geometry_reference": {}, "geometry_ratio": {}, "geometry_vs_victim": {}}
     for scope in GEOMETRY_SCOPES:
         for m in GEOMETRY_METRICS:
-            d_key, r_key = f"defended|{scope}|{m}", f"reference|{scope}|{m}"
-            out["geometry_leakage"][(scope, m)] = interval(d_key)
-            out["geometry_reference"][(scope, m)] = interval(r_key)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = float(point[d_key] / point[r_key])
-                out["geometry_ratio"][(scope, m)] = interval(d_key, None if reps is None else reps[d_key] / reps[r_key],
-                                                             ratio)
+            sm = (scope, m)
+            out["geometry_leakage"][sm], out["geometry_reference"][sm], out["geometry_ratio"][sm] = _sides(
+                point, reps, f"defended|{scope}|{m}", f"reference|{scope}|{m}")
     for m in GEOMETRY_METRICS:
-        out["geometry_vs_victim"][m] = {"defended": interval(f"defended|vs_victim_best|{m}"),
-                                        "reference": interval(f"reference|vs_victim_best|{m}")}
+        out["geometry_vs_victim"][m] = {"defended": _interval(point, reps, f"defended|vs_victim_best|{m}"),
+                                        "reference": _interval(point, reps, f"reference|vs_victim_best|{m}")}
     victim = [r["leakage"].get("geometry_reference_victim") for r in list(defended) + list(reference)]
     out["geometry_against"] = ("victim" if any(v == 1 for v in victim) else
                                "ground_truth" if any(v == 0 for v in victim) else "unknown")

@@ -98,7 +98,8 @@ def verdicts(records: Sequence[dict], metrics: Sequence[str] = ALL_METRICS,
     for (room, family, value), entry in computed.items():
         if family == "splitnerf":
             continue
-        v = out.setdefault((family, value), {"rooms": {}, "excluded": 0, "counts": {PASS: 0, FAIL: 0, UNRESOLVED: 0}})
+        v = out.setdefault((family, value), {"rooms": {}, "excluded": 0, "excluded_geometry": 0,
+                                                 "counts": {PASS: 0, FAIL: 0, UNRESOLVED: 0}})
         judged = {}
         every = ratios(entry)
         for sm in every:
@@ -107,7 +108,7 @@ def verdicts(records: Sequence[dict], metrics: Sequence[str] = ALL_METRICS,
             outcome = judge_cell(entry, sm)
             if outcome == "excluded":
                 v["excluded"] += 1
-                v["excluded_geometry"] = v.get("excluded_geometry", 0) + sm[0].startswith(GEOMETRY)
+                v["excluded_geometry"] += sm[0].startswith(GEOMETRY)
             elif outcome != "missing":
                 judged[sm] = outcome
                 v["counts"][outcome] += 1
@@ -236,10 +237,11 @@ def header(results: dict, verdict: Dict[Point, dict], per_view: bool) -> List[st
             "where it is entirely over it; otherwise it is not resolved."]
 
 
-def markdown(results: dict) -> str:
-    """Tables: per setting (means over rooms and seeds, intervals) and the verdict against the goal."""
+def markdown(results: dict, computed: Optional[Dict[Tuple[str, str, float], dict]] = None) -> str:
+    """Tables: per setting (means over rooms and seeds, intervals) and the verdict against the goal (``computed``:
+    the records' :func:`cells`, where the caller has them already)."""
     records = results["records"]
-    computed = cells(records)
+    computed = cells(records) if computed is None else computed
     verdict = verdicts(records, computed=computed)
     colour = verdicts(records, COLOUR_METRICS, computed=computed)
     per_view = bool(computed) and all(c["per_view"] for c in computed.values())
@@ -382,7 +384,7 @@ def summary_lines(verdict: Dict[Point, dict]) -> List[str]:
                    f"ratio {paper['worst'][1]:.2f}. Settings at least as good on both (point values): "
                    f"{_names(sorted(dominating)) or 'none'}.")
     excluded = sum(v["excluded"] for v in verdict.values())
-    geometry = sum(v.get("excluded_geometry", 0) for v in verdict.values())
+    geometry = sum(v["excluded_geometry"] for v in verdict.values())
     if excluded:
         out.append(f"({excluded} (setting, room, scope, metric) cells left out of the ratios: there the undefended "
                    "victim's leakage is within the metric's resolution, "
@@ -393,9 +395,9 @@ def summary_lines(verdict: Dict[Point, dict]) -> List[str]:
     return out
 
 
-def cells_markdown(results: dict) -> str:
+def cells_markdown(results: dict, computed: Optional[Dict[Tuple[str, str, float], dict]] = None) -> str:
     """Every judged cell: defended and undefended leakage and their ratio, each with its interval."""
-    computed = cells(results["records"])
+    computed = cells(results["records"]) if computed is None else computed
     lines = ["| defense | knob | room | scope | metric | leakage | splitnerf's leakage | ratio | cell |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (room, family, value), e in sorted(computed.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):

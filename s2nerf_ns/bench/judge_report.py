@@ -57,7 +57,7 @@ BEGIN, END = "<!-- results:judge -->", "<!-- /results -->"
 
 def summary(results: dict) -> str:
     """The README block: what ran, the time, the shares of resolved cells (the per-cell table stays in the folder)."""
-    return markdown(results).split("\n| room |")[0].rstrip("\n") + "\n"
+    return "\n".join(_head(results, resolved_cells(results["records"]))) + "\n"
 
 
 def readme_matches(readme: Path, folder: Path) -> bool:
@@ -79,9 +79,21 @@ def by_scope(rows: Sequence[Dict[str, object]]) -> str:
 
 
 def markdown(results: dict) -> str:
+    """:func:`summary`, then every cell with splitnerf's leakage and its interval."""
+    rows = resolved_cells(results["records"])
+    lines = _head(results, rows) + [
+        "", "| room | scope | metric | splitnerf's leakage [95 %] | above resolution | interval clear of zero |",
+        "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['room']} | {r['scope']} | {r['metric']} | {r['leakage'].text(3, True)} | "
+                     f"{'yes' if r['above_resolution'] else 'no'} | {'yes' if r['clear_of_zero'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _head(results: dict, rows: Sequence[Dict[str, object]]) -> List[str]:
+    """What ran, the wall time and the hours of a judging frontier, the shares of resolved cells."""
     records = results["records"]
     preset = results.get("preset_values", {})
-    rows = resolved_cells(records)
     walls = [float(r["wall_seconds"]) for r in records if r.get("wall_seconds") is not None]
     share = shares(rows)
     pct = lambda k: f"{share[k][0]} of {share[k][1]} ({100 * share[k][0] / max(share[k][1], 1):.0f} %)"  # noqa: E731
@@ -103,13 +115,8 @@ def markdown(results: dict) -> str:
                   "machine at the fastest run's rate.", ""]
     lines += [f"Cells of the verdict whose undefended leakage is resolved: above the metric's resolution "
               f"{pct('above_resolution')}; interval clear of zero {pct('clear_of_zero')}; both {pct('both')}. By "
-              f"scope (both criteria, over rooms): {by_scope(rows)}.", "",
-              "| room | scope | metric | splitnerf's leakage [95 %] | above resolution | interval clear of zero |",
-              "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['room']} | {r['scope']} | {r['metric']} | {r['leakage'].text(3, True)} | "
-                     f"{'yes' if r['above_resolution'] else 'no'} | {'yes' if r['clear_of_zero'] else 'no'} |")
-    return "\n".join(lines) + "\n"
+              f"scope (both criteria, over rooms): {by_scope(rows)}."]
+    return lines
 
 
 def main() -> None:
