@@ -23,14 +23,6 @@ from s2nerf_ns.bench import frontier, geometry_report
 from s2nerf_ns.bench.common import PRESETS, checked_provenance, environment
 
 POINTS = geometry_report.POINTS
-method_config = frontier.method_config
-
-
-def without_inversion(name: str):
-    """The SMA pipeline without the learned inversion; every other attack and floor (geometry included) is kept."""
-    config = method_config(name)
-    config.pipeline.inversion = False
-    return config
 
 
 def compose(out: Path, room: str, seed: int, view: int) -> None:
@@ -94,7 +86,6 @@ def main() -> None:
         record.update(provenance=provenance, wall_seconds=time.perf_counter() - start, inversion=True)
         (out / "pictures_record.json").write_text(json.dumps(record, indent=2))
         return
-    frontier.method_config = without_inversion
     path = out / "frontier.json"
     results = json.loads(path.read_text()) if path.exists() else {"records": []}
     if results["records"] and results.get("preset_values") != preset.__dict__:
@@ -111,7 +102,7 @@ def main() -> None:
                 print(f"geometry: {room} seed {seed} {family or 'splitnerf'} = {value:g}", flush=True)
                 start = time.perf_counter()
                 record = frontier.run_point(room, family, value, preset, out / "runs", seed, False,
-                                            images=(room, seed) == (args.rooms[0], args.seeds[0]))
+                                            images=(room, seed) == (args.rooms[0], args.seeds[0]), inversion=False)
                 record["provenance"] = provenance
                 record["wall_seconds"] = time.perf_counter() - start
                 results["records"].append(record)

@@ -124,14 +124,15 @@ def check_inputs(rooms: Sequence[str], families: Sequence[str], seeds: Sequence[
 
 
 def run_point(room: str, family: Optional[str], value: float, preset: Preset, out_dir: Path, seed: int,
-              adaptive: bool, images: bool = False) -> dict:
+              adaptive: bool, images: bool = False, inversion: bool = True) -> dict:
     """Train one victim (undefended when ``family`` is None) with the SMA pipeline and collect its record
-    (``images``: also save every eval view's panels under ``<run>/eval_images``, as ``ns-eval`` would)."""
+    (``images``: also save every eval view's panels under ``<run>/eval_images``, as ``ns-eval`` would;
+    ``inversion``: run the learned inversion attack)."""
     spec = SETTINGS[family][2](value) if family else dict(defense=DefenseConfig())
     name = f"{family or 'splitnerf'}_{value:g}_seed{seed}" + ("_adaptive" if adaptive else "")
     config = with_values(sized_config(method_config("splitnerf-sma"), preset, room, out_dir, name, **spec), {
         "machine.seed": seed, "pipeline.attack.adaptive": adaptive, "pipeline.attack.replay_steps": preset.replay_steps,
-        "pipeline.datamanager.dataparser.num_extra_views": EXTRA_VIEWS})
+        "pipeline.datamanager.dataparser.num_extra_views": EXTRA_VIEWS, "pipeline.inversion": inversion})
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
