@@ -1,0 +1,197 @@
+"""SERVER SIDE (attacker): MeshLoc-style pose of a leaked photo from keypoints matched to the server's own renders.
+
+The server renders, through its fields, colour (its surrogate's) and depth (its geometry: the density read-out) at
+candidate poses: the training poses it was sent. Keypoints of the photo (SIFT by default; OpenCV, no weights) are
+matched to each render's; the render's depth lifts its keypoints to 3D points, so every match is a 2D-3D
+correspondence, and ``cv2.solvePnPRansac`` gives a pose. The candidate with the most inliers wins; then rounds of
+(render at the estimate, match, PnP) close the viewpoint gap: a render near the photo's pose matches far more
+keypoints than one from the training trajectory. Nothing here sees the true pose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from s2nerf_ns.attacks.pose.camera import camera_directions
+from s2nerf_ns.attacks.pose.pnp import c2w_to_cv, cv_to_c2w
+from s2nerf_ns.attacks.pose.views import render_views
+
+ColourDepthFn = Callable[[Tensor, Tensor], Tensor]
+"""(origins [N,3], unit directions [N,3]) -> [N,4]: rgb (any tone curve) then depth along the ray."""
+
+
+@dataclass
+class KeypointSearchConfig:
+    """Knobs of :func:`keypoint_pose_search`. Cost: ``candidates + rounds`` renders of the photo's size per photo."""
+
+    candidates: int = 36
+    """Training poses rendered and matched (evenly subsampled from those the server was sent)."""
+    rounds: int = 4
+    """Re-render at the estimate, match and PnP again; stops early when the inliers stop growing."""
+    detector: str = "sift"
+    """"sift" or "orb" (OpenCV, no downloaded weights)."""
+    ratio: float = 0.8
+    """Lowe's ratio test on the two nearest descriptors."""
+    photo_blur: float = 1.0
+    """Gaussian blur (sigma, pixels) of the photo before detection: the renders are smoother than a photo, whose
+    noise otherwise gives keypoints no render has."""
+    reprojection_px: float = 2.0
+    """RANSAC inlier threshold, in pixels of the photo."""
+    min_inliers: int = 10
+    """A candidate with fewer PnP inliers does not count."""
+    depth_edge: float = 1.05
+    """A keypoint whose 3x3 neighbourhood spans more than this depth ratio sits on a depth edge and is not lifted."""
+    max_rays_per_call: int = 1 << 14
+    """Rays per render call."""
+
+
+@dataclass
+class KeypointSearchResult:
+    c2w: Tensor
+    """[3,4] the estimate (OpenGL camera-to-world), or the best candidate when no PnP succeeded."""
+    inliers: int
+    """PnP inliers of the estimate (0: no candidate reached ``min_inliers``)."""
+    candidate: int
+    """Index (into the candidates given) of the pose whose render won the first stage."""
+    history: List[int] = field(default_factory=list)
+    """Inliers of the first stage's winner, then of each round kept."""
+    rays_rendered: int = 0
+
+
+def _gray8(image: Tensor) -> np.ndarray:
+    """[h,w,3] in [0,1] (any tone curve) -> uint8 gray, stretched to its own 1st-99th percentiles."""
+    g = image.float().mean(-1)
+    lo, hi = torch.quantile(g, 0.01), torch.quantile(g, 0.99)
+    g = ((g - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
+    return (g * 255).round().byte().cpu().numpy()
+
+
+def _detector(kind: str):
+    if kind == "sift":
+        return cv2.SIFT_create(contrastThreshold=0.01), cv2.NORM_L2
+    if kind == "orb":
+        return cv2.ORB_create(1000, edgeThreshold=8, patchSize=15), cv2.NORM_HAMMING
+    raise ValueError(f"detector {kind!r}: use 'sift' or 'orb'")
+
+
+def lift_matches(kp_photo, des_photo, render_gray: np.ndarray, points: Float[Tensor, "h w 3"],
+                 depth: Float[Tensor, "h w"], cfg: KeypointSearchConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """2D-3D matches: the photo's keypoints matched to the render's, each render keypoint lifted to the world point
+    its depth gives (keypoints on depth edges skipped). Returns world points [M,3] and photo pixels [M,2] in the
+    intrinsics' frame (pixel centres at i + 0.5)."""
+    detector, norm = _detector(cfg.detector)
+    kp_r, des_r = detector.detectAndCompute(render_gray, None)
+    if des_photo is None or des_r is None or len(kp_r) < 2:
+        return np.zeros((0, 3)), np.zeros((0, 2))
+    pairs = [m for m in cv2.BFMatcher(norm).knnMatch(des_photo, des_r, k=2)
+             if len(m) == 2 and m[0].distance < cfg.ratio * m[1].distance]
+    h, w = depth.shape
+    pool = torch.nn.functional.max_pool2d
+    far = pool(depth[None, None], 3, 1, 1)[0, 0]
+    near = -pool(-depth[None, None], 3, 1, 1)[0, 0]
+    world, uv = [], []
+    for m in pairs:
+        x, y = kp_r[m[0].trainIdx].pt  # OpenCV: pixel centres at integers
+        row, col = min(h - 1, max(0, int(round(y)))), min(w - 1, max(0, int(round(x))))
+        if not bool(torch.isfinite(depth[row, col])) or float(far[row, col]) > cfg.depth_edge * float(near[row, col]):
+            continue
+        world.append(points[row, col].double().cpu().numpy())
+        px, py = kp_photo[m[0].queryIdx].pt
+        uv.append((px + 0.5, py + 0.5))
+    return np.array(world).reshape(-1, 3), np.array(uv).reshape(-1, 2)
+
+
+def solve_pnp(world: np.ndarray, uv: np.ndarray, intrinsics: Sequence[float], like: Tensor,
+              guess: Optional[Tensor], cfg: KeypointSearchConfig) -> Tuple[Optional[Tensor], int]:
+    """RANSAC PnP (then Levenberg-Marquardt on the inliers): (OpenGL c2w [3,4] or None, inliers)."""
+    if len(world) < max(6, cfg.min_inliers):
+        return None, 0
+    fx, fy, cx, cy = intrinsics
+    camera = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+    kwargs = dict(iterationsCount=1000, reprojectionError=cfg.reprojection_px, confidence=0.999)
+    if guess is not None:
+        rvec, tvec = c2w_to_cv(guess)
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(world, uv, camera, None, rvec, tvec, useExtrinsicGuess=True,
+                                                     flags=cv2.SOLVEPNP_ITERATIVE, **kwargs)
+    else:
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(world, uv, camera, None, flags=cv2.SOLVEPNP_EPNP, **kwargs)
+    if not ok or inliers is None or len(inliers) < cfg.min_inliers:
+        return None, 0
+    rvec, tvec = cv2.solvePnPRefineLM(world[inliers[:, 0]], uv[inliers[:, 0]], camera, None, rvec, tvec)
+    return cv_to_c2w(rvec, tvec, like), int(len(inliers))
+
+
+class PhotoKeypoints:
+    """The leaked photo's keypoints (detected once) and its 2D-3D matches to any view with depth."""
+
+    def __init__(self, image: Float[Tensor, "H W 3"], intrinsics: Sequence[float], cfg: KeypointSearchConfig) -> None:
+        self.cfg, self.intrinsics = cfg, tuple(float(v) for v in intrinsics)
+        self.h, self.w = image.shape[:2]
+        photo = _gray8(image)
+        if cfg.photo_blur > 0:
+            photo = cv2.GaussianBlur(photo, (0, 0), cfg.photo_blur)
+        self.keypoints, self.descriptors = _detector(cfg.detector)[0].detectAndCompute(photo, None)
+        self.dirs = camera_directions(self.intrinsics, self.h, self.w, image.device)
+        """[h*w, 3] unit camera-frame directions of the photo's pixels (also those of views rendered for it)."""
+
+    def pose_from_view(self, rgb: Float[Tensor, "h w 3"], distance: Float[Tensor, "h w"], c2w: Float[Tensor, "3 4"],
+                       guess: Optional[Tensor] = None) -> Tuple[Optional[Tensor], int]:
+        """PnP from the matches to one view (colours, distance along each unit ray, its pose; the view has the photo's
+        intrinsics). Returns (pose or None, inliers)."""
+        points = c2w[:, 3] + distance[..., None] * (self.dirs.reshape(self.h, self.w, 3) @ c2w[:, :3].T)
+        world, uv = lift_matches(self.keypoints, self.descriptors, _gray8(rgb), points, distance, self.cfg)
+        return solve_pnp(world, uv, self.intrinsics, c2w, guess, self.cfg)
+
+
+def best_view(photo: PhotoKeypoints, views: Iterable[Tuple[int, Tensor, Tensor, Tensor]]
+              ) -> Tuple[Optional[Tensor], int, int]:
+    """First stage: the view (index, rgb, distance, c2w) whose matches give the most PnP inliers -> (pose or None,
+    inliers, index)."""
+    best: Tuple[Optional[Tensor], int, int] = (None, 0, -1)
+    for index, rgb, distance, c2w in views:
+        pose, inliers = photo.pose_from_view(rgb, distance, c2w)
+        if best[2] < 0 or (pose is not None and inliers > best[1]):  # the first view stands until one succeeds
+            best = (pose, inliers, index)
+    return best
+
+
+@torch.no_grad()
+def keypoint_pose_search(render: ColourDepthFn, image: Float[Tensor, "H W 3"], intrinsics: Sequence[float],
+                         candidates: Float[Tensor, "N 3 4"], cfg: Optional[KeypointSearchConfig] = None
+                         ) -> KeypointSearchResult:
+    """The photo's pose from keypoint matches to the server's renders at the candidate poses, then rounds at the
+    estimate (see the module's docstring)."""
+    cfg = cfg or KeypointSearchConfig()
+    photo = PhotoKeypoints(image, intrinsics, cfg)
+    rays = 0
+
+    def rendered(c2w: Tensor) -> Tuple[Tensor, Tensor]:
+        nonlocal rays
+        out = render_views(render, c2w[None], photo.dirs, cfg.max_rays_per_call)[0].reshape(photo.h, photo.w, -1)
+        rays += photo.h * photo.w
+        return out[..., :3], out[..., 3]
+
+    pick = torch.linspace(0, len(candidates) - 1, min(cfg.candidates, len(candidates))).round().long().unique()
+    pose, inliers, index = best_view(photo, ((i, *rendered(candidates[i]), candidates[i]) for i in pick.tolist()))
+    if pose is None:
+        return KeypointSearchResult(candidates[index].clone(), 0, index, [0], rays)
+    history = [inliers]
+    for _ in range(cfg.rounds):
+        new, n = photo.pose_from_view(*rendered(pose), pose, guess=pose)
+        if new is None or n <= inliers:
+            break
+        pose, inliers = new, n
+        history.append(n)
+    return KeypointSearchResult(pose, inliers, index, history, rays)
+
+
+def describe(result: KeypointSearchResult) -> Dict[str, object]:
+    """The result's report entry (no pose error: that is scored elsewhere)."""
+    return {"search": "keypoints", "inliers": result.inliers, "first_stage_candidate": result.candidate,
+            "inlier_history": result.history, "rays_rendered": result.rays_rendered}
