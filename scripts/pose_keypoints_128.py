@@ -12,7 +12,7 @@ settings in FOLDER/run.json:
 
 From the repository root of a clean checkout (about 10 minutes per victim on the 2-core CPU):
     OMP_NUM_THREADS=2 python scripts/pose_keypoints_128.py --out FOLDER [--rooms ...] [--victims ...]
-    python scripts/pose_keypoints_128.py --out FOLDER --summary     # FOLDER/results.md
+    python -m s2nerf_ns.bench.pose_keypoints_report FOLDER [--readme README.md]     # FOLDER/results.md
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2nerf_ns.attacks.pose.camera import pose_errors
 from s2nerf_ns.attacks.pose.keypoint_search import (KeypointSearchConfig, PhotoKeypoints, best_view, describe,
                                                     keypoint_pose_search)
 from s2nerf_ns.bench.common import Preset, checked_provenance, environment, sized_config, with_values
@@ -42,7 +40,7 @@ PRESET = Preset(128, 32, 120, 600, 1024, 32, 8, 512, 17, 0, 100)
 VICTIMS = {"splitnerf": {"defense": DefenseConfig()},
            "s2nerf-plus": {"defense": DefenseConfig(), "client_appearance": True},
            "s2nerf": {"defense": DefenseConfig(kind="s2nerf", noise_scale=1.2, decay_ratio=1e-4)}}
-SEARCH = KeypointSearchConfig(min_inliers=6, reprojection_px=3.0)
+SEARCH = KeypointSearchConfig()
 SEED = 42
 
 
@@ -83,8 +81,8 @@ def victim_records(room: str, victim: str, out: Path, search: KeypointSearchConf
         result = keypoint_pose_search(render, image, attacker.intrinsics[i], candidates, search)
         yield {"room": room, "victim": victim, "leaked": i, "train_seconds": seconds,
                "search_seconds": time.perf_counter() - start, **describe(result),
-               "estimated": pose_errors(result.c2w, pipeline.true_leak_c2w[i]),
-               "first_stage_view": pose_errors(candidates[result.candidate], pipeline.true_leak_c2w[i])}
+               "estimated_c2w": result.c2w.tolist(), "first_stage_c2w": candidates[result.candidate].tolist(),
+               "true_c2w": pipeline.true_leak_c2w[i].tolist()}  # EVALUATION: the truth, for scoring only
 
 
 def upper_bound_records(room: str, search: KeypointSearchConfig):
@@ -114,30 +112,8 @@ def upper_bound_records(room: str, search: KeypointSearchConfig):
         truth = leaked.cameras.camera_to_worlds[i]
         yield {"room": room, "victim": "upper-bound", "leaked": i, "search_seconds": time.perf_counter() - start,
                "search": "keypoints", "inliers": inliers, "first_stage_candidate": index,
-               "estimated": pose_errors(pose if pose is not None else views[index][3], truth),
-               "first_stage_view": pose_errors(views[index][3], truth)}
-
-
-def summary(out: Path) -> str:
-    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
-    run = json.loads((out / "run.json").read_text())
-    lines = [f"Keypoint pose search at 128 px, commit {run['provenance'].get('git_commit')}, seed {SEED}, photo blur "
-             f"{run['search']['photo_blur']}. Errors: "
-             "rotation (degrees) / camera centre (scene units); the issue's bar is 3 degrees / 0.05.", "",
-             "| room | server | photo | inliers | estimated | nearest-by-matches training view | search s |",
-             "|---|---|---|---|---|---|---|"]
-    for r in records:
-        e, f = r["estimated"], r["first_stage_view"]
-        lines.append(f"| {r['room']} | {r['victim']} | {r['leaked']} | {r['inliers']} | "
-                     f"{e['rotation_error_deg']:.1f} / {e['translation_error']:.3f} | "
-                     f"{f['rotation_error_deg']:.1f} / {f['translation_error']:.3f} | {r['search_seconds']:.0f} |")
-    lines += ["", "| server | photos | median rotation | median centre | within 3 deg and 0.05 |", "|---|---|---|---|---|"]
-    for victim in dict.fromkeys(r["victim"] for r in records):
-        rows = [r["estimated"] for r in records if r["victim"] == victim]
-        ok = sum(e["rotation_error_deg"] <= 3 and e["translation_error"] <= 0.05 for e in rows)
-        lines.append(f"| {victim} | {len(rows)} | {statistics.median(e['rotation_error_deg'] for e in rows):.1f} | "
-                     f"{statistics.median(e['translation_error'] for e in rows):.3f} | {ok} of {len(rows)} |")
-    return "\n".join(lines) + "\n"
+               "estimated_c2w": (pose if pose is not None else views[index][3]).tolist(),
+               "first_stage_c2w": views[index][3].tolist(), "true_c2w": truth.tolist()}
 
 
 def main() -> None:
@@ -148,19 +124,19 @@ def main() -> None:
                         help=f"servers to search through: upper-bound, {', '.join(VICTIMS)}")
     parser.add_argument("--photo-blur", type=float, default=SEARCH.photo_blur,
                         help="Gaussian blur (sigma, pixels) of the photo before keypoint detection")
-    parser.add_argument("--summary", action="store_true", help="only write FOLDER/results.md from the records")
+    parser.add_argument("--reprojection-px", type=float, default=SEARCH.reprojection_px,
+                        help="RANSAC inlier threshold, in pixels of the photo")
     parser.add_argument("--allow-dirty", action="store_true", help="write results from an uncommitted tree")
     args = parser.parse_args()
-    if args.summary:
-        (args.out / "results.md").write_text(summary(args.out))
-        return
     unknown = [v for v in args.victims if v != "upper-bound" and v not in VICTIMS]
     if unknown:
         sys.exit(f"--victims {' '.join(unknown)}: unknown; choose from upper-bound {' '.join(VICTIMS)}")
     if args.photo_blur < 0:
         sys.exit(f"--photo-blur {args.photo_blur}: give a sigma >= 0 (0: no blur)")
+    if args.reprojection_px <= 0:
+        sys.exit(f"--reprojection-px {args.reprojection_px}: give a threshold > 0")
     provenance = checked_provenance(allow_dirty=args.allow_dirty)
-    search = dataclasses.replace(SEARCH, photo_blur=args.photo_blur)
+    search = dataclasses.replace(SEARCH, photo_blur=args.photo_blur, reprojection_px=args.reprojection_px)
     register_numpy_safe_globals()
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)

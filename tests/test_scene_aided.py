@@ -71,3 +71,31 @@ def test_ssma_run_writes_leaked_images_and_poses(ssma_run):
     assert report["pose"] == "known" and report["leaked_source"] == "extra"
     assert report["views"][0]["estimated"]["rotation_error_deg"] < 1e-3
     assert (folder / "leaked_00.png").exists()
+
+
+@pytest.mark.slow
+def test_keypoint_pose_search_runs_through_the_pipeline_on_the_servers_geometry(ssma_run):
+    """--pipeline.pose-search keypoints: the surrogate's colour and the read-out's depth at the training poses; the
+    pipeline scores what the search returned (a PnP pose, or the best candidate when nothing matched)."""
+    import dataclasses
+    from s2nerf_ns.attacks.pose.keypoint_search import KeypointSearchConfig
+
+    pipeline = ssma_run.pipeline
+    saved, config = pipeline.scene_attacker.leak_c2w.clone(), pipeline.config
+    try:
+        pipeline.config = dataclasses.replace(config, pose="estimate", pose_search="keypoints", pose_rounds=0,
+                                              pose_keypoints=KeypointSearchConfig(candidates=3, rounds=1))
+        pipeline.estimate_poses()
+        view = pipeline.pose_report["views"][0]
+        assert view["search"] == "keypoints" and view["inliers"] >= 0 and view["rays_rendered"] >= 3 * 32 * 32
+        candidates = pipeline.datamanager.train_dataset.cameras.camera_to_worlds
+        estimate = pipeline.scene_attacker.leak_c2w[0]
+        if view["inliers"] == 0:  # nothing matched at 32 px: the search keeps the candidate it names
+            assert torch.allclose(estimate, candidates[view["first_stage_candidate"]].to(estimate))
+        assert math.isfinite(view["estimated"]["rotation_error_deg"])
+        with pytest.raises(ValueError, match="geometry"):
+            pipeline.scene_attacker.estimate_poses(pipeline.embed, [torch.zeros(32, 32, 3)], candidates,
+                                                   pipeline.leak_batch, 0, 0, 0, search="keypoints")
+    finally:
+        pipeline.config = config
+        pipeline.scene_attacker.leak_c2w.copy_(saved)

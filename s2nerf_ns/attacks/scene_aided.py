@@ -18,11 +18,15 @@ from torch import Tensor, nn
 from s2nerf_ns.attacks.pose.camera import pixel_rays
 from s2nerf_ns.attacks.pose.colour_search import search_pose
 from s2nerf_ns.attacks.pose.config import PoseSearchConfig
+from s2nerf_ns.attacks.pose.keypoint_search import KeypointSearchConfig, describe, keypoint_pose_search
 from s2nerf_ns.attacks.pose.retrieval import refine_pose, retrieve_pose
 from s2nerf_ns.attacks.surrogate import SurrogateAttacker
 
 EmbedFn = Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]]
 """The server's fields on arbitrary rays: (origins [R,3], directions [R,3]) -> (h [R,S,D], bins [R,S+1])."""
+GeometryFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""The server's geometry on its own embeddings: (h, origins, directions, bins) -> depth along each ray [R,1] (e.g. the
+density read-out's)."""
 Intrinsics = Tuple[float, float, float, float]
 """fx, fy, cx, cy."""
 
@@ -89,10 +93,13 @@ class SceneAidedAttacker(nn.Module):
                        candidates: Float[Tensor, "N 3 4"], next_batch: Callable[[int], LeakBatch],
                        rounds: int, refine_steps: int, fit_steps: int, search: str = "retrieval",
                        search_config: Optional[PoseSearchConfig] = None,
-                       scene_box: Optional[Float[Tensor, "2 3"]] = None) -> List[Dict[str, object]]:
+                       scene_box: Optional[Float[Tensor, "2 3"]] = None, geometry: Optional[GeometryFn] = None,
+                       keypoint_config: Optional[KeypointSearchConfig] = None) -> List[Dict[str, object]]:
         """A first estimate (``retrieval`` over the training poses, or the ``global`` search over positions and
         orientations of :func:`~s2nerf_ns.attacks.pose.colour_search.search_pose`, within the training cameras'
-        box or the ``scene_box`` [2,3] the server's fields are built on, as the search config's ``region`` says), then
+        box or the ``scene_box`` [2,3] the server's fields are built on, as the search config's ``region`` says, or
+        ``keypoints``: :func:`~s2nerf_ns.attacks.pose.keypoint_search.keypoint_pose_search`, keypoints of the photo
+        matched to the surrogate's renders at the training poses, lifted by the server's ``geometry``), then
         rounds of (iNeRF refinement, surrogate fitting). After a global search with the "feature-cv" objective each
         round fits first, then refines: that search's pose does not come from the surrogate's colours, which off the
         training trajectory are too poor to refine against before they have seen the photo."""
@@ -102,7 +109,20 @@ class SceneAidedAttacker(nn.Module):
             else render
         fit_first = search == "global" and search_config.objective == "feature-cv"
         report = []
+        if search == "keypoints" and geometry is None:
+            raise ValueError("the keypoint pose search needs the server's geometry (depth) on its embeddings")
+
+        def colour_and_depth(origins: Tensor, directions: Tensor) -> Tensor:
+            h, bins = embed(origins, directions)
+            return torch.cat([self.surrogate.render_rays(h, origins, directions, bins),
+                              geometry(h, origins, directions, bins)], dim=-1)
+
         for i, image in enumerate(images):
+            if search == "keypoints":
+                found = keypoint_pose_search(colour_and_depth, image, self.intrinsics[i], candidates, keypoint_config)
+                self.leak_c2w[i] = found.c2w.to(self.leak_c2w.device)
+                report.append({"leaked": i, **describe(found), "after_retrieval_c2w": found.c2w.tolist()})
+                continue
             if search == "global":
                 result = search_pose(search_render, image, self.intrinsics[i], candidates, search_config, seed=i,
                                      region=scene_box)

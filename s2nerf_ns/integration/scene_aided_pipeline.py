@@ -21,6 +21,7 @@ from torch.cuda.amp.grad_scaler import GradScaler
 
 from s2nerf_ns.attacks.pose.camera import pose_errors
 from s2nerf_ns.attacks.pose.config import PoseSearchConfig, attack_search_config
+from s2nerf_ns.attacks.pose.keypoint_search import KeypointSearchConfig
 from s2nerf_ns.attacks.scene_aided import LeakBatch, SceneAidedAttacker
 from s2nerf_ns.data.leaked_views import LeakedViewsDataParserConfig
 from s2nerf_ns.errors import data_setup
@@ -50,13 +51,17 @@ class SceneAidedAttackPipelineConfig(AttackPipelineConfig):
     post_training_replay_every: int = 0
     """Interleave one replayed gradient-matching step every N post-training steps (0: never; replayed
     gradient matching also pulls the surrogate towards the gray-ish dummies and was measured to hurt)."""
-    pose_search: Literal["retrieval", "global"] = "retrieval"
-    """estimate: first guess by retrieval over the training poses, or by the global search over positions and
-    orientations (for photos taken off the training trajectory; renders millions of rays: meant for a GPU)."""
+    pose_search: Literal["retrieval", "global", "keypoints"] = "retrieval"
+    """estimate: first guess by retrieval over the training poses, by the global search over positions and
+    orientations (for photos taken off the training trajectory; renders millions of rays: meant for a GPU), or by
+    keypoints (SIFT) of the photo matched to the surrogate's renders at the training poses, lifted to 3D by the
+    density read-out's depth, and PnP (MeshLoc-style; settings in --pipeline.pose-keypoints)."""
     pose_search_config: PoseSearchConfig = field(default_factory=attack_search_config)
     """global search: its knobs. Defaults for the attack: candidates compared by a regression from the surrogate's
     per-ray features to the photo, fitted per candidate on half the pixels and scored on the other half
     (objective feature-cv), centres searched over the whole scene box (region scene-box)."""
+    pose_keypoints: KeypointSearchConfig = field(default_factory=KeypointSearchConfig)
+    """keypoints search: its knobs."""
     pose_rounds: int = 3
     """estimate: rounds of (refine the pose, then fit the surrogate to the leak at that pose)."""
     pose_refine_steps: int = 150
@@ -150,7 +155,8 @@ class SceneAidedAttackPipeline(AttackPipeline):
         report = self.scene_attacker.estimate_poses(self.embed, images, candidates, self.leak_batch, cfg.pose_rounds,
                                                     cfg.pose_refine_steps, cfg.pose_fit_steps, search=cfg.pose_search,
                                                     search_config=cfg.pose_search_config,
-                                                    scene_box=self.datamanager.train_dataparser_outputs.scene_box.aabb)
+                                                    scene_box=self.datamanager.train_dataparser_outputs.scene_box.aabb,
+                                                    geometry=self.readout_depth, keypoint_config=cfg.pose_keypoints)
         for i, entry in enumerate(report):
             retrieved = torch.tensor(entry.pop("after_retrieval_c2w"), device=self.device)
             entry["after_retrieval"] = pose_errors(retrieved, self.true_leak_c2w[i])

@@ -10,7 +10,7 @@ keypoints than one from the training trajectory. Nothing here sees the true pose
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -21,6 +21,7 @@ from torch import Tensor
 from s2nerf_ns.attacks.pose.camera import camera_directions
 from s2nerf_ns.attacks.pose.pnp import c2w_to_cv, cv_to_c2w
 from s2nerf_ns.attacks.pose.views import render_views
+from s2nerf_ns.errors import InputError
 
 ColourDepthFn = Callable[[Tensor, Tensor], Tensor]
 """(origins [N,3], unit directions [N,3]) -> [N,4]: rgb (any tone curve) then depth along the ray."""
@@ -34,21 +35,36 @@ class KeypointSearchConfig:
     """Training poses rendered and matched (evenly subsampled from those the server was sent)."""
     rounds: int = 4
     """Re-render at the estimate, match and PnP again; stops early when the inliers stop growing."""
-    detector: str = "sift"
+    detector: Literal["sift", "orb"] = "sift"
     """"sift" or "orb" (OpenCV, no downloaded weights)."""
     ratio: float = 0.8
     """Lowe's ratio test on the two nearest descriptors."""
     photo_blur: float = 1.0
     """Gaussian blur (sigma, pixels) of the photo before detection: the renders are smoother than a photo, whose
     noise otherwise gives keypoints no render has."""
-    reprojection_px: float = 2.0
+    reprojection_px: float = 3.0
     """RANSAC inlier threshold, in pixels of the photo."""
-    min_inliers: int = 10
+    min_inliers: int = 6
     """A candidate with fewer PnP inliers does not count."""
     depth_edge: float = 1.05
     """A keypoint whose 3x3 neighbourhood spans more than this depth ratio sits on a depth edge and is not lifted."""
     max_rays_per_call: int = 1 << 14
     """Rays per render call."""
+    seed: int = 0
+    """OpenCV's random generator (RANSAC's samples) is seeded with it before each photo."""
+
+    def __post_init__(self) -> None:
+        flag = "--pipeline.pose-keypoints."
+        checks = {"candidates": self.candidates >= 1, "rounds": self.rounds >= 0, "ratio": 0 < self.ratio <= 1,
+                  "photo-blur": self.photo_blur >= 0, "reprojection-px": self.reprojection_px > 0,
+                  "min-inliers": self.min_inliers >= 6, "depth-edge": self.depth_edge >= 1,
+                  "max-rays-per-call": self.max_rays_per_call >= 1}
+        for name, ok in checks.items():
+            if not ok:
+                value = getattr(self, name.replace("-", "_"))
+                raise InputError(f"{flag}{name} {value}: out of range (candidates, max-rays-per-call >= 1; rounds, "
+                                 "photo-blur >= 0; 0 < ratio <= 1; reprojection-px > 0; min-inliers >= 6, what PnP "
+                                 "needs; depth-edge >= 1)")
 
 
 @dataclass
@@ -133,6 +149,7 @@ class PhotoKeypoints:
     def __init__(self, image: Float[Tensor, "H W 3"], intrinsics: Sequence[float], cfg: KeypointSearchConfig) -> None:
         self.cfg, self.intrinsics = cfg, tuple(float(v) for v in intrinsics)
         self.h, self.w = image.shape[:2]
+        cv2.setRNGSeed(cfg.seed)  # RANSAC draws from OpenCV's generator: the same photo gives the same pose
         photo = _gray8(image)
         if cfg.photo_blur > 0:
             photo = cv2.GaussianBlur(photo, (0, 0), cfg.photo_blur)
