@@ -77,3 +77,36 @@ def test_first_stage_prefers_the_view_that_explains_more_matches():
     pose, inliers, index = best_view(keypoints, [view(0, far), view(1, TRUE_C2W)])
     assert index == 1 and inliers >= 20
     assert pose_errors(pose, TRUE_C2W)["rotation_error_deg"] < 0.2
+
+
+@pytest.mark.parametrize("field, value, flag", [("min_inliers", 3, "min-inliers 3"), ("ratio", 1.5, "ratio 1.5"),
+                                                ("candidates", 0, "candidates 0"), ("photo_blur", -1.0, "photo-blur")])
+def test_out_of_range_knobs_are_one_line_naming_the_flag(field, value, flag):
+    from s2nerf_ns.errors import InputError
+    with pytest.raises(InputError, match=f"^--pipeline.pose-keypoints.{flag}"):
+        KeypointSearchConfig(**{field: value})
+
+
+def test_pnp_rejects_a_camera_far_outside_the_points_it_explains():
+    """Few inliers can fit a camera far away (one room search put it 45,904 units off): such a pose is refused."""
+    import cv2
+    import numpy as np
+
+    from s2nerf_ns.attacks.pose.keypoint_search import solve_pnp
+    from s2nerf_ns.attacks.pose.pnp import c2w_to_cv
+
+    gen = np.random.default_rng(0)
+    world = gen.uniform(-1, 1, (30, 3))
+    near, far = look_at((0.0, 0.0, 3.0), (0.0, 0.0, -1.0)), look_at((0.0, 0.0, 300.0), (0.0, 0.0, -1.0))
+    cfg = KeypointSearchConfig()
+    for c2w, fx in ((near, 100.0), (far, 10000.0)):  # the far camera zooms so the points fill the same pixels
+        kk = (fx, fx, 64.0, 64.0)
+        camera = np.array([[fx, 0, 64.0], [0, fx, 64.0], [0, 0, 1.0]])
+        rvec, tvec = c2w_to_cv(c2w)
+        uv = cv2.projectPoints(world, rvec, tvec, camera, None)[0].reshape(-1, 2)
+        pose, inliers = solve_pnp(world, uv, kk, c2w, None, cfg)
+        if c2w is near:
+            assert pose is not None and inliers == 30
+            assert pose_errors(pose, near)["translation_error"] < 1e-3
+        else:
+            assert pose is None and inliers == 0

@@ -4,16 +4,15 @@ field is ignored), the README's block from the committed folders (a missing file
 import copy
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from s2nerf_ns.bench import pose_keypoints_report as report
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = [ROOT / "docs" / "results" / name for name in ("pose_keypoints_128", "pose_keypoints_128_upper_sharp")]
+FOLDERS = [ROOT / "docs" / "results" / name for name in (
+    "pose_keypoints_128", "pose_keypoints_128_upper_sharp", "pose_keypoints_128_oracle")]
 
 
 def pose(yaw_deg: float, x: float) -> list:
@@ -28,7 +27,7 @@ def synthetic(tmp_path: Path) -> dict:
     records = [{"room": "office", "victim": "splitnerf", "leaked": i, "inliers": 10, "search_seconds": 5.0,
                 "estimated_c2w": pose(deg, dx), "first_stage_c2w": pose(20.0, 0.3), "true_c2w": pose(0.0, 0.0)}
                for i, (deg, dx) in enumerate([(1.0, 0.01), (2.0, 0.04), (10.0, 0.2)])]
-    return {"folder": tmp_path / "pose_keypoints_128", "run": run, "records": records}
+    return {"folder": tmp_path / "pose_keypoints_128", "run": run, "records": records, "self_match": []}
 
 
 def test_errors_come_from_the_poses_not_stored_fields(tmp_path):
@@ -55,25 +54,49 @@ def test_readme_pose_keypoints_block_is_generated_from_the_committed_folders():
 
 
 def test_readme_prose_under_the_block_matches_the_records():
-    """Every number the prose after the block states is recomputed here from the committed poses."""
-    results = [report.load(f) for f in FOLDERS]
-    rows = {(r["folder"].name, row["server"]): row for r in results for row in report.summary_rows(r)}
+    """Every number the prose after the block states is recomputed here from the committed poses and counts."""
+    results = {f.name: report.load(f) for f in FOLDERS}
+    rows = {(name, row["server"]): row for name, r in results.items() for row in report.summary_rows(r)}
     text = (ROOT / "README.md").read_text()
-    prose = text[text.index(report.END, text.index(report.BEGIN)):].split("\n\n")[1]
-    main = results[0]
+    prose = " ".join(text[text.index(report.END, text.index(report.BEGIN)):].split("\n\n")[1].split())
     split = rows[("pose_keypoints_128", "splitnerf")]
+    plus = rows[("pose_keypoints_128", "s2nerf-plus")]
+    upper = rows[("pose_keypoints_128", "upper-bound")]
     sharp = rows[("pose_keypoints_128_upper_sharp", "upper-bound")]
-    within = sum(row["within"] for key, row in rows.items() if key[1] != "upper-bound")
-    photos = sum(row["photos"] for key, row in rows.items() if key[1] != "upper-bound")
-    claims = {
-        "victims_within": f"{within} of {photos}",
-        "split_median": f"{split['median_rotation']:.1f}° / {split['median_translation']:.2f}",
-        "sharp_median": f"{sharp['median_rotation']:.1f}° / {sharp['median_translation']:.3f}",
-        "sharp_within": f"{sharp['within']} of {sharp['photos']}",
-    }
-    for name, claim in claims.items():
-        assert claim in prose, (name, claim)
-    inliers = [r["inliers"] for r in main["records"] if r["victim"] != "upper-bound"]
-    assert f"at most {max(inliers)} inliers" in prose
-    zero = sum(i == 0 for i in inliers)
-    assert f"{zero} of {len(inliers)} photos" in prose
+    oracle = rows[("pose_keypoints_128_oracle", "splitnerf, client colour")]
+    main = results["pose_keypoints_128"]
+    split_records = [r for r in main["records"] if r["victim"] == "splitnerf"]
+    inliers = [r["inliers"] for r in split_records]
+    far = max(report.errors(r, "estimated_c2w")["translation_error"] for r in main["records"])
+    matches = [row for row in report.self_match_rows(main) if row["victim"] == "splitnerf"]
+    claims = [
+        f"{split['within']} of {split['photos']} photos land within 3° and 0.05 units",
+        f"(median {split['median_rotation']:.1f}° / {split['median_translation']:.2f} units)",
+        f"at most {max(inliers)} inliers",
+        f"{sum(i == 0 for i in inliers)} of {len(inliers)} photos have no candidate with six",
+        f"{plus['within']} of {plus['photos']} (median {plus['median_rotation']:.1f}° / "
+        f"{plus['median_translation']:.2f} units)",
+        f"puts {upper['within']} of {upper['photos']} within the goal (median {upper['median_rotation']:.1f}° / "
+        f"{upper['median_translation']:.3f} units; {sharp['median_rotation']:.1f}° / {sharp['median_translation']:.3f} "
+        f"and {sharp['within']} of {sharp['photos']} with sharper settings)",
+        f"{oracle['median_rotation']:.1f}° / {oracle['median_translation']:.3f} units median, {oracle['within']} of "
+        f"{oracle['photos']}",
+        f"{min(m['keypoints'] for m in matches):g}-{max(m['keypoints'] for m in matches):g} SIFT keypoints",
+        f"the victim's own render matches {min(m['client'] for m in matches):g}-{max(m['client'] for m in matches):g}",
+        f"the surrogate's {min(m['surrogate'] for m in matches):g}-{max(m['surrogate'] for m in matches):g}",
+        f"{far:,.0f} units away",
+    ]
+    found = [r["inliers"] for r in main["records"] if r["inliers"] > 0]
+    claims.append(f"PnP on {min(found)}-{max(found)} inliers")
+    for claim in claims:
+        assert claim in prose, claim
+    assert all(r["inliers"] == 0 for r in main["records"] if r["victim"] == "s2nerf-plus")  # "no candidate reaches six"
+
+
+def test_self_match_table_comes_from_the_per_view_counts(tmp_path):
+    result = synthetic(tmp_path)
+    result["self_match"] = [{"room": "office", "victim": "splitnerf", "view": v, "photo_keypoints": 100 + v,
+                             "surrogate_correct": c, "client_correct": 2 * c + 1} for v, c in enumerate([0, 4, 10])]
+    assert "| office | splitnerf | 3 | 101 | 4 (0-10) | 9 (1-21) |" in report.markdown([result])
+    result["self_match"][1]["surrogate_correct"] = 12
+    assert "| office | splitnerf | 3 | 101 | 10 (0-12) | 9 (1-21) |" in report.markdown([result])

@@ -50,6 +50,9 @@ class KeypointSearchConfig:
     """A keypoint whose 3x3 neighbourhood spans more than this depth ratio sits on a depth edge and is not lifted."""
     max_rays_per_call: int = 1 << 14
     """Rays per render call."""
+    max_distance_ratio: float = 4.0
+    """A PnP pose whose centre lies farther from its inliers' centroid than this many times their spread is rejected
+    (few inliers can fit a camera far outside the room)."""
     seed: int = 0
     """OpenCV's random generator (RANSAC's samples) is seeded with it before each photo."""
 
@@ -58,13 +61,14 @@ class KeypointSearchConfig:
         checks = {"candidates": self.candidates >= 1, "rounds": self.rounds >= 0, "ratio": 0 < self.ratio <= 1,
                   "photo-blur": self.photo_blur >= 0, "reprojection-px": self.reprojection_px > 0,
                   "min-inliers": self.min_inliers >= 6, "depth-edge": self.depth_edge >= 1,
+                  "max-distance-ratio": self.max_distance_ratio > 0,
                   "max-rays-per-call": self.max_rays_per_call >= 1}
         for name, ok in checks.items():
             if not ok:
                 value = getattr(self, name.replace("-", "_"))
                 raise InputError(f"{flag}{name} {value}: out of range (candidates, max-rays-per-call >= 1; rounds, "
                                  "photo-blur >= 0; 0 < ratio <= 1; reprojection-px > 0; min-inliers >= 6, what PnP "
-                                 "needs; depth-edge >= 1)")
+                                 "needs; depth-edge >= 1; max-distance-ratio > 0)")
 
 
 @dataclass
@@ -140,7 +144,13 @@ def solve_pnp(world: np.ndarray, uv: np.ndarray, intrinsics: Sequence[float], li
     if not ok or inliers is None or len(inliers) < cfg.min_inliers:
         return None, 0
     rvec, tvec = cv2.solvePnPRefineLM(world[inliers[:, 0]], uv[inliers[:, 0]], camera, None, rvec, tvec)
-    return cv_to_c2w(rvec, tvec, like), int(len(inliers))
+    pose = cv_to_c2w(rvec, tvec, like)
+    points = world[inliers[:, 0]]
+    centroid = points.mean(axis=0)
+    spread = float(np.linalg.norm(points - centroid, axis=1).max())
+    if float(np.linalg.norm(pose[:, 3].double().cpu().numpy() - centroid)) > cfg.max_distance_ratio * spread:
+        return None, 0  # degenerate: a camera far outside the scene its own inliers span
+    return pose, int(len(inliers))
 
 
 class PhotoKeypoints:
