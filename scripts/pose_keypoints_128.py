@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 
 from s2nerf_ns.attacks.pose.keypoint_search import (KeypointSearchConfig, PhotoKeypoints, best_view, describe,
                                                     keypoint_pose_search)
-from s2nerf_ns.bench.common import Preset, checked_provenance, environment, sized_config, with_values
+from s2nerf_ns.bench.common import Preset, checked_provenance, environment, sized_config, train_seeded, with_values
 from s2nerf_ns.compat import register_numpy_safe_globals
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.integration.methods import method_config
@@ -52,14 +51,8 @@ def train_victim(room: str, victim: str, out: Path):
             "leak_rays_per_step": PRESET.rays, "attack.replay_steps": PRESET.replay_steps,
             "datamanager.dataparser.num_extra_views": 4}
     config = with_values(config, {"machine.seed": SEED, **{f"pipeline.{k}": v for k, v in pipe.items()}})
-    random.seed(SEED)
-    np.random.seed(SEED)
-    torch.manual_seed(SEED)
     start = time.perf_counter()
-    config.save_config()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
+    trainer = train_seeded(config, SEED)
     return trainer.pipeline, time.perf_counter() - start
 
 

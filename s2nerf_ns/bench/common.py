@@ -147,6 +147,24 @@ def checked_provenance(allow_dirty: bool = False) -> Dict[str, object]:
     return prov
 
 
+def train_seeded(config: TrainerConfig, seed: int):
+    """Seed Python, numpy and torch as ``ns-train``'s entry point does (in-process runs must do it themselves), save
+    the config (so that ``ns-eval``, ``ns-viewer`` and the reports can load the run), set up and train; returns the
+    trainer."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    return trainer
+
+
 def with_values(config, values: Dict[str, object]):
     """A copy of a (nested) config with ``values`` changed, keyed by dotted paths as the flags are
     (``{"machine.seed": 3, "pipeline.attack.replay_steps": 0}``): every config on a changed path is rebuilt by

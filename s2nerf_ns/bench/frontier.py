@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
 
 from s2nerf_ns.bench import frontier_cells, frontier_figure
 from s2nerf_ns.bench.frontier_figure import pareto  # noqa: F401 (the front's definition, used by the figure)
 from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_choices, check_seeds, checked_provenance, environment,
-                                    sized_config, with_values)
+                                    sized_config, train_seeded, with_values)
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.integration.methods import method_config
@@ -133,14 +130,8 @@ def run_point(room: str, family: Optional[str], value: float, preset: Preset, ou
     config = with_values(sized_config(method_config("splitnerf-sma"), preset, room, out_dir, name, **spec), {
         "machine.seed": seed, "pipeline.attack.adaptive": adaptive, "pipeline.attack.replay_steps": preset.replay_steps,
         "pipeline.datamanager.dataparser.num_extra_views": EXTRA_VIEWS, "pipeline.inversion": inversion})
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
     start = time.perf_counter()
-    config.save_config()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
+    trainer = train_seeded(config, seed)
     run_dir = Path(trainer.base_dir)
     metrics, per_view = eval_with_views(trainer.pipeline, run_dir / "eval_images" if images else None)
     summary_path = run_dir / "attack" / "attack_summary.json"

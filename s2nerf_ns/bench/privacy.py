@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from s2nerf_ns.attacks.pose.config import PoseSearchConfig, attack_search_config
 from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_choices, check_seeds, checked_provenance, environment,
-                                    sized_config, with_values)
+                                    sized_config, train_seeded, with_values)
 from s2nerf_ns.bench.privacy_summary import summarise
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.errors import InputError
@@ -82,14 +81,8 @@ def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, 
              pose_search: str = "retrieval", num_leaked: int = 1, search: Optional[PoseSearchConfig] = None) -> dict:
     config = cell_config(room, defense, preset, out_dir, seed, pose, pose_search, num_leaked, search)
     config = with_values(config, {"timestamp": f"{config.timestamp}_seed{seed}"})
-    random.seed(seed)  # ns-train seeds in its entry point; in-process runs must do it themselves
-    np.random.seed(seed)
-    torch.manual_seed(seed)
     start = time.perf_counter()
-    config.save_config()  # so that ns-eval / ns-viewer / s2nerf-bench figure can load the run
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
+    trainer = train_seeded(config, seed)
     train_seconds = time.perf_counter() - start
     pipeline = trainer.pipeline
     summary = json.loads((trainer.base_dir / "attack" / "attack_summary.json").read_text())
