@@ -82,8 +82,7 @@ def test_first_stage_prefers_the_view_that_explains_more_matches():
 @pytest.mark.parametrize("field, value, flag", [("min_inliers", 3, "min-inliers 3"), ("ratio", 1.5, "ratio 1.5"),
                                                 ("candidates", 0, "candidates 0"), ("photo_blur", -1.0, "photo-blur")])
 def test_out_of_range_knobs_are_one_line_naming_the_flag(field, value, flag):
-    from s2nerf_ns.errors import InputError
-    with pytest.raises(InputError, match=f"^--pipeline.pose-keypoints.{flag}"):
+    with pytest.raises(ValueError, match=f"^--pipeline.pose-keypoints.{flag}"):
         KeypointSearchConfig(**{field: value})
 
 

@@ -21,7 +21,6 @@ from torch import Tensor
 from s2nerf_ns.attacks.pose.camera import camera_directions
 from s2nerf_ns.attacks.pose.pnp import c2w_to_cv, cv_to_c2w
 from s2nerf_ns.attacks.pose.views import render_views
-from s2nerf_ns.errors import InputError
 
 ColourDepthFn = Callable[[Tensor, Tensor], Tensor]
 """(origins [N,3], unit directions [N,3]) -> [N,4]: rgb (any tone curve) then depth along the ray."""
@@ -57,6 +56,7 @@ class KeypointSearchConfig:
     """OpenCV's random generator (RANSAC's samples) is seeded with it before each photo."""
 
     def __post_init__(self) -> None:
+        # A ValueError (the attacks import nothing of the package's error module): tyro's hook prints it as one line.
         flag = "--pipeline.pose-keypoints."
         checks = {"candidates": self.candidates >= 1, "rounds": self.rounds >= 0, "ratio": 0 < self.ratio <= 1,
                   "photo-blur": self.photo_blur >= 0, "reprojection-px": self.reprojection_px > 0,
@@ -66,7 +66,7 @@ class KeypointSearchConfig:
         for name, ok in checks.items():
             if not ok:
                 value = getattr(self, name.replace("-", "_"))
-                raise InputError(f"{flag}{name} {value}: out of range (candidates, max-rays-per-call >= 1; rounds, "
+                raise ValueError(f"{flag}{name} {value}: out of range (candidates, max-rays-per-call >= 1; rounds, "
                                  "photo-blur >= 0; 0 < ratio <= 1; reprojection-px > 0; min-inliers >= 6, what PnP "
                                  "needs; depth-edge >= 1; max-distance-ratio > 0)")
 
