@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,8 @@ import torch
 
 from s2nerf_ns.attacks.pose.keypoint_search import (KeypointSearchConfig, PhotoKeypoints, best_view, describe,
                                                     keypoint_pose_search)
-from s2nerf_ns.bench.common import Preset, checked_provenance, environment, sized_config, train_seeded, with_values
+from s2nerf_ns.bench.common import (Preset, checked_provenance, environment, sized_config, synced_clock,
+                                    train_seeded, with_values)
 from s2nerf_ns.compat import register_numpy_safe_globals
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.integration.methods import method_config
@@ -51,9 +51,9 @@ def train_victim(room: str, victim: str, out: Path):
             "leak_rays_per_step": PRESET.rays, "attack.replay_steps": PRESET.replay_steps,
             "datamanager.dataparser.num_extra_views": 4}
     config = with_values(config, {"machine.seed": SEED, **{f"pipeline.{k}": v for k, v in pipe.items()}})
-    start = time.perf_counter()
+    start = synced_clock()
     trainer = train_seeded(config, SEED)
-    return trainer.pipeline, time.perf_counter() - start
+    return trainer.pipeline, synced_clock() - start
 
 
 def victim_records(room: str, victim: str, out: Path, search: KeypointSearchConfig):
@@ -69,11 +69,11 @@ def victim_records(room: str, victim: str, out: Path, search: KeypointSearchConf
     candidates = pipeline.datamanager.train_dataset.cameras.camera_to_worlds.to(pipeline.device)
     photos = pipeline.leak_datamanager.train_dataset
     for i in range(len(photos)):
-        start = time.perf_counter()
+        start = synced_clock()
         image = photos.get_image_float32(i)[..., :3].to(pipeline.device)
         result = keypoint_pose_search(render, image, attacker.intrinsics[i], candidates, search)
         yield {"room": room, "victim": victim, "leaked": i, "train_seconds": seconds,
-               "search_seconds": time.perf_counter() - start, **describe(result),
+               "search_seconds": synced_clock() - start, **describe(result),
                "estimated_c2w": result.c2w.tolist(), "first_stage_c2w": candidates[result.candidate].tolist(),
                "true_c2w": pipeline.true_leak_c2w[i].tolist()}  # EVALUATION: the truth, for scoring only
 
@@ -97,13 +97,13 @@ def upper_bound_records(room: str, search: KeypointSearchConfig):
         z = geo.reference_depth(train.metadata, index, size, size)  # z-depth, scene units
         views.append((index, rgb, z, cams.camera_to_worlds[index]))
     for i, path in enumerate(leaked.image_filenames):
-        start = time.perf_counter()
+        start = synced_clock()
         image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0)
         photo = PhotoKeypoints(image, k, search)
         cos = -photo.dirs[:, 2].reshape(size, size)  # unit ray . viewing axis: z-depth -> distance along the ray
         pose, inliers, index = best_view(photo, ((j, rgb, z / cos, c2w) for j, rgb, z, c2w in views))
         truth = leaked.cameras.camera_to_worlds[i]
-        yield {"room": room, "victim": "upper-bound", "leaked": i, "search_seconds": time.perf_counter() - start,
+        yield {"room": room, "victim": "upper-bound", "leaked": i, "search_seconds": synced_clock() - start,
                "search": "keypoints", "inliers": inliers, "first_stage_candidate": index,
                "estimated_c2w": (pose if pose is not None else views[index][3]).tolist(),
                "first_stage_c2w": views[index][3].tolist(), "true_c2w": truth.tolist()}

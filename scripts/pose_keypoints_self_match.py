@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,16 +26,16 @@ import numpy as np
 import torch
 
 from s2nerf_ns.attacks.pose.camera import camera_directions
-from s2nerf_ns.attacks.pose.keypoint_search import (KeypointSearchConfig, _detector, _gray8, describe,
+from s2nerf_ns.attacks.pose.keypoint_search import (KeypointSearchConfig, keypoint_detector, gray8, describe,
                                                     keypoint_pose_search)
 from s2nerf_ns.attacks.pose.views import render_views
-from s2nerf_ns.bench.common import checked_provenance
+from s2nerf_ns.bench.common import checked_provenance, synced_clock
 from s2nerf_ns.compat import register_numpy_safe_globals
 
 
 def count_matches(photo: np.ndarray, render: np.ndarray, cfg: KeypointSearchConfig, within_px: float = 2.0):
     """(ratio-test matches, of them within ``within_px`` of the same pixel) from photo to render keypoints."""
-    detector, norm = _detector(cfg.detector)
+    detector, norm = keypoint_detector(cfg.detector)
     if cfg.photo_blur > 0:
         photo = cv2.GaussianBlur(photo, (0, 0), cfg.photo_blur)
     kp_p, des_p = detector.detectAndCompute(photo, None)
@@ -64,10 +63,10 @@ def oracle_search(pipeline, colour, room: str, victim: str, cfg: KeypointSearchC
     candidates = pipeline.datamanager.train_dataset.cameras.camera_to_worlds.to(pipeline.device)
     photos = pipeline.leak_datamanager.train_dataset
     for i in range(len(photos)):
-        start = time.perf_counter()
+        start = synced_clock()
         image = photos.get_image_float32(i)[..., :3].to(pipeline.device)
         result = keypoint_pose_search(render, image, pipeline.scene_attacker.intrinsics[i], candidates, cfg)
-        record = {"room": room, "victim": server, "leaked": i, "search_seconds": time.perf_counter() - start,
+        record = {"room": room, "victim": server, "leaked": i, "search_seconds": synced_clock() - start,
                   **describe(result), "estimated_c2w": result.c2w.tolist(),
                   "first_stage_c2w": candidates[result.candidate].tolist(),
                   "true_c2w": pipeline.true_leak_c2w[i].tolist()}
@@ -128,13 +127,13 @@ def main() -> None:
             h, w = int(cameras.height[index]), int(cameras.width[index])
             dirs = camera_directions(k, h, w, pipeline.device)
             c2w = cameras.camera_to_worlds[index].to(pipeline.device)
-            photo = _gray8(dataset.get_image_float32(index)[..., :3])
+            photo = gray8(dataset.get_image_float32(index)[..., :3])
             record = {"room": room, "victim": victim, "view": index, "commit": provenance["git_commit"],
                       "git_dirty": provenance["git_dirty"]}
             with torch.no_grad():
                 for name, fn in (("surrogate", server), ("client", client)):
                     image = render_views(fn, c2w[None], dirs, cfg.max_rays_per_call)[0].reshape(h, w, 3)
-                    keypoints, matches, correct = count_matches(photo, _gray8(image), cfg)
+                    keypoints, matches, correct = count_matches(photo, gray8(image), cfg)
                     record.update({"photo_keypoints": keypoints, f"{name}_matches": matches,
                                    f"{name}_correct": correct})
             print(json.dumps(record), flush=True)

@@ -6,6 +6,7 @@ import copy
 import os
 import platform
 import subprocess
+import time
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -145,6 +146,13 @@ def checked_provenance(allow_dirty: bool = False) -> Dict[str, object]:
                          "name the code that produced them, or pass --allow-dirty (recorded in the results)")
     prov["allow_dirty"] = bool(allow_dirty)
     return prov
+
+
+def synced_clock() -> float:
+    """``time.perf_counter()`` once the GPU's queued work is done (no wait on a CPU): for every timer start and stop."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def train_seeded(config: TrainerConfig, seed: int):

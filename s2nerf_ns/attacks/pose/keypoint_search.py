@@ -84,7 +84,7 @@ class KeypointSearchResult:
     rays_rendered: int = 0
 
 
-def _gray8(image: Tensor) -> np.ndarray:
+def gray8(image: Tensor) -> np.ndarray:
     """[h,w,3] in [0,1] (any tone curve) -> uint8 gray, stretched to its own 1st-99th percentiles."""
     g = image.float().mean(-1)
     lo, hi = torch.quantile(g, 0.01), torch.quantile(g, 0.99)
@@ -92,7 +92,8 @@ def _gray8(image: Tensor) -> np.ndarray:
     return (g * 255).round().byte().cpu().numpy()
 
 
-def _detector(kind: str):
+def keypoint_detector(kind: str):
+    """OpenCV detector-descriptor for ``kind`` ("sift" or "orb") and its descriptor norm."""
     if kind == "sift":
         return cv2.SIFT_create(contrastThreshold=0.01), cv2.NORM_L2
     if kind == "orb":
@@ -105,7 +106,7 @@ def lift_matches(kp_photo, des_photo, render_gray: np.ndarray, points: Float[Ten
     """2D-3D matches: the photo's keypoints matched to the render's, each render keypoint lifted to the world point
     its depth gives (keypoints on depth edges skipped). Returns world points [M,3] and photo pixels [M,2] in the
     intrinsics' frame (pixel centres at i + 0.5)."""
-    detector, norm = _detector(cfg.detector)
+    detector, norm = keypoint_detector(cfg.detector)
     kp_r, des_r = detector.detectAndCompute(render_gray, None)
     if des_photo is None or des_r is None or len(kp_r) < 2:
         return np.zeros((0, 3)), np.zeros((0, 2))
@@ -160,10 +161,10 @@ class PhotoKeypoints:
         self.cfg, self.intrinsics = cfg, tuple(float(v) for v in intrinsics)
         self.h, self.w = image.shape[:2]
         cv2.setRNGSeed(cfg.seed)  # RANSAC draws from OpenCV's generator: the same photo gives the same pose
-        photo = _gray8(image)
+        photo = gray8(image)
         if cfg.photo_blur > 0:
             photo = cv2.GaussianBlur(photo, (0, 0), cfg.photo_blur)
-        self.keypoints, self.descriptors = _detector(cfg.detector)[0].detectAndCompute(photo, None)
+        self.keypoints, self.descriptors = keypoint_detector(cfg.detector)[0].detectAndCompute(photo, None)
         self.dirs = camera_directions(self.intrinsics, self.h, self.w, image.device)
         """[h*w, 3] unit camera-frame directions of the photo's pixels (also those of views rendered for it)."""
 
@@ -172,7 +173,7 @@ class PhotoKeypoints:
         """PnP from the matches to one view (colours, distance along each unit ray, its pose; the view has the photo's
         intrinsics). Returns (pose or None, inliers)."""
         points = c2w[:, 3] + distance[..., None] * (self.dirs.reshape(self.h, self.w, 3) @ c2w[:, :3].T)
-        world, uv = lift_matches(self.keypoints, self.descriptors, _gray8(rgb), points, distance, self.cfg)
+        world, uv = lift_matches(self.keypoints, self.descriptors, gray8(rgb), points, distance, self.cfg)
         return solve_pnp(world, uv, self.intrinsics, c2w, guess, self.cfg)
 
 
