@@ -242,8 +242,12 @@ def test_readme_frontier_prose_claims():
     for p in appearance:
         assert abs(mean(*p, "render", "cm_lum_ssim")) <= 0.02 and abs(mean(*p, "render", "cmpsnr")) <= 0.15, p
         assert mean(*p, "private", "cm_lum_ssim") < 0 and mean(*p, "private", "cmpsnr") < 0, p
+        if p in one:  # "the one-seed c = 0.3 has no resolved cell, hence no worst ratio"
+            assert verdict[p]["worst"] is None and verdict[p]["counts"]["pass"] + verdict[p]["counts"]["fail"] == 0
+            continue
         room, scope, metric = frontier_report._where(verdict[p])
         assert (room, scope) == ("livingroom", "private") and metric in ("nmi", "cm_nmi"), p
+    assert {p for p in appearance if p in one} == {("client-appearance", 0.3)}
     noisy, plain = ("client-appearance", 1.2), ("client-appearance", 0.0)
     for v in (verdict, colour):
         assert v[noisy]["worst"][1] < v[plain]["worst"][1]
@@ -712,3 +716,26 @@ def test_every_committed_record_moves_its_cell():
             after = cell_of(r["room"], family, value)
             target[key] -= 0.5
             assert after[moved] != before[moved], (r["room"], r["family"], r["value"], r["seed"], key)
+
+
+def test_worst_ratio_names_only_resolved_cells_and_no_repeated_geometry_cells():
+    """A cell within noise is never a setting's worst; without ground-truth depth the vs-client geometry cells repeat
+    the reference ones and are counted once."""
+    iv = confidence.Interval
+    intervals = {("render", "cmpsnr"): iv(0.3, 0.2, 0.4), ("private", "nmi"): iv(5.0, -1.0, 12.0),
+                 ("dummies", "nmi"): iv(0.05, 0.01, 0.08)}
+    judged = {("render", "cmpsnr"): confidence.FAIL, ("private", "nmi"): confidence.UNRESOLVED,
+              ("dummies", "nmi"): confidence.PASS}
+    assert frontier_report.worst_resolved(judged, intervals) == (("render", "cmpsnr"), intervals[("render", "cmpsnr")])
+    judged[("render", "cmpsnr")] = confidence.UNRESOLVED
+    assert frontier_report.worst_resolved(judged, intervals)[0] == ("dummies", "nmi")
+    assert frontier_report.worst_resolved({sm: confidence.UNRESOLVED for sm in judged}, intervals) is None
+
+    geometry = {(scope, m): iv(0.5, 0.4, 0.6) for scope in ("render", "private", "vs_victim", "vs_victim private")
+                for m in ("absrel", "within10")}
+    entry = {"ratio": {("render", "cmpsnr"): iv(0.3, 0.2, 0.4)}, "geometry_ratio": geometry}
+    for against, count in (("ground_truth", 9), ("victim", 5)):
+        kept = frontier_report.counted_ratios({**entry, "geometry_against": against})
+        assert len(kept) == count and len(frontier_report.ratios({**entry, "geometry_against": against})) == 9
+        assert ("geometry render", "absrel") in kept and ("render", "cmpsnr") in kept
+        assert (("geometry vs_victim", "absrel") in kept) == (against == "ground_truth")

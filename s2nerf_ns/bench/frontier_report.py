@@ -74,6 +74,31 @@ def ratios(entry: dict) -> Dict[Tuple[str, str], Interval]:
     return {**entry["ratio"], **geometry}
 
 
+VS_CLIENT_SCOPES = (GEOMETRY + "vs_victim", GEOMETRY + "vs_victim private")
+"""The geometry scopes scored against the client's own depth. Where a room has no ground-truth depth the reference
+depth *is* the client's, so these cells repeat ``geometry render`` / ``geometry private`` and are not counted."""
+
+
+def counted_ratios(entry: dict) -> Dict[Tuple[str, str], Interval]:
+    """:func:`ratios` without repeats: the vs-client geometry cells are dropped where the leakage was scored against
+    the client's own depth (``geometry_against == "victim"``: the room has no ground truth), since there they are the
+    reference-depth cells a second time."""
+    every = ratios(entry)
+    if entry.get("geometry_against") != "victim":
+        return every
+    return {sm: iv for sm, iv in every.items() if sm[0] not in VS_CLIENT_SCOPES}
+
+
+def worst_resolved(judged: Dict[Tuple[str, str], str],
+                   intervals: Dict[Tuple[str, str], Interval]) -> Optional[Tuple[Tuple[str, str], Interval]]:
+    """The largest ratio among the cells that were judged pass or fail: a cell that is not resolved has a ratio
+    within noise (its undefended leakage's interval reaches zero, or its own straddles the goal) and is never named
+    as a setting's worst. None when no cell is resolved."""
+    resolved = {sm: iv for sm, iv in intervals.items()
+                if judged.get(sm) in (PASS, FAIL) and math.isfinite(iv.point)}
+    return max(resolved.items(), key=lambda kv: kv[1].point) if resolved else None
+
+
 def judge_cell(entry: dict, sm: Tuple[str, str]) -> str:
     """``excluded`` (undefended leakage within resolution), or the ratio's pass / fail / not resolved; a
     ratio whose undefended leakage's interval reaches zero is not resolved."""
@@ -101,7 +126,7 @@ def verdicts(records: Sequence[dict], metrics: Sequence[str] = ALL_METRICS,
         v = out.setdefault((family, value), {"rooms": {}, "excluded": 0, "excluded_geometry": 0,
                                                  "counts": {PASS: 0, FAIL: 0, UNRESOLVED: 0}})
         judged = {}
-        every = ratios(entry)
+        every = counted_ratios(entry)
         for sm in every:
             if sm[1] not in metrics:
                 continue
@@ -113,8 +138,7 @@ def verdicts(records: Sequence[dict], metrics: Sequence[str] = ALL_METRICS,
                 judged[sm] = outcome
                 v["counts"][outcome] += 1
         kept = {sm: every[sm] for sm in judged}
-        finite = {sm: iv for sm, iv in kept.items() if math.isfinite(iv.point)}
-        worst = max(finite.items(), key=lambda kv: kv[1].point) if finite else None
+        worst = worst_resolved(judged, kept)
         v["rooms"][room] = {"psnr_lost": entry["psnr_lost"].point, "psnr_lost_interval": entry["psnr_lost"],
                             "cost": judge(entry["psnr_lost"], MAX_PSNR_LOST), "seeds": entry["seeds"],
                             "per_view": entry["per_view"], "judged": judged, "ratios": kept,
@@ -248,7 +272,7 @@ def markdown(results: dict, computed: Optional[Dict[Tuple[str, str, float], dict
     lines = header(results, verdict, per_view) + [
         "",
         "| defense | knob | PSNR lost (dB, worst room) | render cm lum-SSIM | private cm lum-SSIM | "
-        "dummies cm lum-SSIM | render cmPSNR (dB) | worst ratio (room, scope, metric) | cells pass / fail / "
+        "dummies cm lum-SSIM | render cmPSNR (dB) | worst resolved ratio (room, scope, metric) | cells pass / fail / "
         "not resolved / left out | epsilon | goal | goal, cmPSNR and cm lum-SSIM only |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by_point: Dict[Point, List[dict]] = {}
@@ -305,7 +329,7 @@ def geometry_lines(computed: Dict[Tuple[str, str, float], dict]) -> List[str]:
              "n/a in records made before it was scored), and the best attack's within 10 % against the client's own "
              "depth (no floor: how exactly the server reproduces the client's geometry).", "",
              "| defense | knob | depth scored against | within 10 % | private within 10 % | abs-rel | "
-             "private abs-rel | vs client: within 10 % | vs client: abs-rel | worst geometry ratio (room, scope, metric) "
+             "private abs-rel | vs client: within 10 % | vs client: abs-rel | worst resolved geometry ratio (room, scope, metric) "
              "| geometry cells pass / fail / not resolved / left out | attack vs client's depth, within 10 % |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (family, value) in sorted(by_point, key=lambda p: (p[0] != "splitnerf", p)):
@@ -322,12 +346,12 @@ def geometry_lines(computed: Dict[Tuple[str, str, float], dict]) -> List[str]:
             outcomes = {PASS: 0, FAIL: 0, UNRESOLVED: 0, "excluded": 0}
             judged = []
             for room, e in entries:
-                for sm in ratios(e):
+                for sm in counted_ratios(e):
                     if sm[0].startswith(GEOMETRY):
                         outcome = judge_cell(e, sm)
                         if outcome in outcomes:
                             outcomes[outcome] += 1
-                        if outcome in (PASS, FAIL, UNRESOLVED) and math.isfinite(sides(e, sm)[2].point):
+                        if outcome in (PASS, FAIL) and math.isfinite(sides(e, sm)[2].point):
                             judged.append((sides(e, sm)[2], room, sm))
             top = max(judged, key=lambda j: j[0].point, default=None)
             worst = "n/a" if top is None else f"{top[0].text()} ({top[1]}, {top[2][0][len(GEOMETRY):]}, {top[2][1]})"
@@ -365,8 +389,8 @@ def summary_lines(verdict: Dict[Point, dict]) -> List[str]:
     if met:
         best = min(met, key=lambda p: verdict[p]["max_psnr_lost"])
         out.append(f"Least PSNR lost among those meeting the goal: {best[0]} {best[1]:g}.")
-    out.append(f"Closest per family (smallest worst ratio, point values, among points losing <= {MAX_PSNR_LOST} dB "
-               "on every room):")
+    out.append(f"Closest per family (smallest worst resolved ratio, point values, among points losing <= {MAX_PSNR_LOST} "
+               "dB on every room; a ratio within noise is never a setting's worst):")
     for family in sorted({f for f, _ in verdict}):
         ok = [(p, v) for p, v in verdict.items() if p[0] == family and v["worst"] and v["max_psnr_lost"] is not None
               and v["max_psnr_lost"] <= MAX_PSNR_LOST]
@@ -403,7 +427,7 @@ def cells_markdown(results: dict, computed: Optional[Dict[Tuple[str, str, float]
     for (room, family, value), e in sorted(computed.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         if family == "splitnerf":
             continue
-        for sm in ratios(e):
+        for sm in counted_ratios(e):
             leak, ref, ratio = sides(e, sm)
             if sm[0].startswith(GEOMETRY) and not (math.isfinite(leak.point) or math.isfinite(ref.point)):
                 continue  # no geometry scores in these records
