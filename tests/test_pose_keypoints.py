@@ -109,3 +109,24 @@ def test_pnp_rejects_a_camera_far_outside_the_points_it_explains():
             assert pose_errors(pose, near)["translation_error"] < 1e-3
         else:
             assert pose is None and inliers == 0
+
+
+@pytest.mark.parametrize("kind", ["sift", "orb"])
+def test_shared_matching_lifts_each_keypoint_to_its_own_pixel_and_skips_depth_edges(kind):
+    """The matching both pose searches use (``matching.match_and_lift``): a view matched to itself lifts each keypoint
+    to the world point at its own pixel; a depth step through the image drops the keypoints on it."""
+    from s2nerf_ns.attacks.pose.keypoint_search import gray8
+    from s2nerf_ns.attacks.pose.matching import keypoint_detector, match_and_lift
+
+    image = gray8(photo(TRUE_C2W))
+    rows, cols = torch.meshgrid(torch.arange(SIZE).double(), torch.arange(SIZE).double(), indexing="ij")
+    points = torch.stack([cols, rows, torch.zeros_like(rows)], dim=-1)  # a point per pixel that names the pixel
+    kp, des = keypoint_detector(kind)[0].detectAndCompute(image, None)
+    flat = torch.ones(SIZE, SIZE)
+    world, uv = match_and_lift(kp, des, image, points, flat, kind, ratio=0.8, depth_edge=1.05)
+    assert len(world) >= 20
+    assert ((torch.from_numpy(uv) - 0.5 - torch.from_numpy(world[:, :2])).abs() <= 0.5).all()
+    step = torch.where(cols < SIZE // 2, 1.0, 2.0).float()
+    world_step, _ = match_and_lift(kp, des, image, points, step, kind, ratio=0.8, depth_edge=1.05)
+    assert 0 < len(world_step) < len(world)
+    assert not (torch.from_numpy(world_step[:, 0]) - (SIZE // 2 - 0.5)).abs().le(1.0).any()

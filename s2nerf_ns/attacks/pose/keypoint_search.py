@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from s2nerf_ns.attacks.pose.camera import camera_directions
+from s2nerf_ns.attacks.pose.matching import keypoint_detector, match_and_lift
 from s2nerf_ns.attacks.pose.pnp import c2w_to_cv, cv_to_c2w
 from s2nerf_ns.attacks.pose.views import render_views
 
@@ -92,40 +93,11 @@ def gray8(image: Tensor) -> np.ndarray:
     return (g * 255).round().byte().cpu().numpy()
 
 
-def keypoint_detector(kind: str):
-    """OpenCV detector-descriptor for ``kind`` ("sift" or "orb") and its descriptor norm."""
-    if kind == "sift":
-        return cv2.SIFT_create(contrastThreshold=0.01), cv2.NORM_L2
-    if kind == "orb":
-        return cv2.ORB_create(1000, edgeThreshold=8, patchSize=15), cv2.NORM_HAMMING
-    raise ValueError(f"detector {kind!r}: use 'sift' or 'orb'")
-
-
 def lift_matches(kp_photo, des_photo, render_gray: np.ndarray, points: Float[Tensor, "h w 3"],
                  depth: Float[Tensor, "h w"], cfg: KeypointSearchConfig) -> Tuple[np.ndarray, np.ndarray]:
-    """2D-3D matches: the photo's keypoints matched to the render's, each render keypoint lifted to the world point
-    its depth gives (keypoints on depth edges skipped). Returns world points [M,3] and photo pixels [M,2] in the
-    intrinsics' frame (pixel centres at i + 0.5)."""
-    detector, norm = keypoint_detector(cfg.detector)
-    kp_r, des_r = detector.detectAndCompute(render_gray, None)
-    if des_photo is None or des_r is None or len(kp_r) < 2:
-        return np.zeros((0, 3)), np.zeros((0, 2))
-    pairs = [m for m in cv2.BFMatcher(norm).knnMatch(des_photo, des_r, k=2)
-             if len(m) == 2 and m[0].distance < cfg.ratio * m[1].distance]
-    h, w = depth.shape
-    pool = torch.nn.functional.max_pool2d
-    far = pool(depth[None, None], 3, 1, 1)[0, 0]
-    near = -pool(-depth[None, None], 3, 1, 1)[0, 0]
-    world, uv = [], []
-    for m in pairs:
-        x, y = kp_r[m[0].trainIdx].pt  # OpenCV: pixel centres at integers
-        row, col = min(h - 1, max(0, int(round(y)))), min(w - 1, max(0, int(round(x))))
-        if not bool(torch.isfinite(depth[row, col])) or float(far[row, col]) > cfg.depth_edge * float(near[row, col]):
-            continue
-        world.append(points[row, col].double().cpu().numpy())
-        px, py = kp_photo[m[0].queryIdx].pt
-        uv.append((px + 0.5, py + 0.5))
-    return np.array(world).reshape(-1, 3), np.array(uv).reshape(-1, 2)
+    """2D-3D matches of the photo's keypoints to a render's, with this search's detector, ratio and depth-edge test
+    (:func:`~s2nerf_ns.attacks.pose.matching.match_and_lift`)."""
+    return match_and_lift(kp_photo, des_photo, render_gray, points, depth, cfg.detector, cfg.ratio, cfg.depth_edge)
 
 
 def solve_pnp(world: np.ndarray, uv: np.ndarray, intrinsics: Sequence[float], like: Tensor,

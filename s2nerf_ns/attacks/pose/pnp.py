@@ -20,6 +20,7 @@ from torch import Tensor
 from s2nerf_ns.attacks.geometry import shade
 from s2nerf_ns.attacks.pose.camera import camera_directions
 from s2nerf_ns.attacks.pose.config import GeometrySearchConfig
+from s2nerf_ns.attacks.pose.matching import keypoint_detector, match_and_lift
 from s2nerf_ns.attacks.pose.structure import depth_channels, structure_tensor
 from s2nerf_ns.attacks.pose.views import DepthFn, blur121, downsample, render_views
 
@@ -89,32 +90,13 @@ def edge_matches(photo_j: Tensor, render_j: Tensor, depth: Tensor, centre: Tenso
 
 def keypoint_matches(photo: Tensor, shading: Tensor, depth: Tensor, points: Tensor, kind: str
                      ) -> Tuple[np.ndarray, np.ndarray]:
-    """2D-3D matches of the photo's keypoints to the shading render's, lifted with the render's depth (pixels at a
-    depth edge are skipped)."""
+    """2D-3D matches of the photo's keypoints (SIFT, or 500 ORB) to the shading render's, lifted with the render's
+    depth (:func:`~s2nerf_ns.attacks.pose.matching.match_and_lift`: ratio 0.8, depth edges over 5 % skipped)."""
     if kind == "none":
         return np.zeros((0, 3)), np.zeros((0, 2))
     to8 = lambda x: (x.clamp(0, 1) * 255).round().byte().cpu().numpy()  # noqa: E731
-    detector = cv2.SIFT_create(contrastThreshold=0.01) if kind == "sift" else cv2.ORB_create(500, edgeThreshold=8,
-                                                                                                patchSize=15)
-    kp_p, des_p = detector.detectAndCompute(to8(photo), None)
-    kp_r, des_r = detector.detectAndCompute(to8(shading), None)
-    if des_p is None or des_r is None or len(kp_p) < 2 or len(kp_r) < 2:
-        return np.zeros((0, 3)), np.zeros((0, 2))
-    matcher = cv2.BFMatcher(cv2.NORM_L2 if kind == "sift" else cv2.NORM_HAMMING)
-    pairs = [m for m in matcher.knnMatch(des_p, des_r, k=2) if len(m) == 2 and m[0].distance < 0.8 * m[1].distance]
-    h, w = depth.shape
-    far = F.max_pool2d(depth[None, None], 3, 1, 1)[0, 0]
-    near = -F.max_pool2d(-depth[None, None], 3, 1, 1)[0, 0]
-    world, uv = [], []
-    for m in pairs:
-        x, y = kp_r[m[0].trainIdx].pt
-        row, col = min(h - 1, max(0, int(round(y)))), min(w - 1, max(0, int(round(x))))
-        if float(far[row, col]) > 1.05 * float(near[row, col]):
-            continue
-        world.append(points[row, col].double().cpu().numpy())
-        px, py = kp_p[m[0].queryIdx].pt
-        uv.append((px + 0.5, py + 0.5))  # OpenCV keypoints: pixel centres at integers
-    return np.array(world).reshape(-1, 3), np.array(uv).reshape(-1, 2)
+    kp_p, des_p = keypoint_detector(kind, orb_features=500)[0].detectAndCompute(to8(photo), None)
+    return match_and_lift(kp_p, des_p, to8(shading), points, depth, kind, ratio=0.8, depth_edge=1.05, orb_features=500)
 
 
 def pnp_once(depth_fn: DepthFn, photo: Tensor, k: Sequence[float], c2w: Tensor, cfg: GeometrySearchConfig
