@@ -34,8 +34,10 @@ def main() -> None:
     torch.set_num_threads(2)
     path = args.out / "frontier.json"
     results = json.loads(path.read_text()) if path.exists() else {"records": []}
+    command = "OMP_NUM_THREADS=2 python " + " ".join(sys.argv)
+    earlier = results.get("commands", [results["command"]] if "command" in results else [])
     results.update(preset="judge", preset_values=preset.__dict__, environment=environment(), provenance=provenance,
-                   command="OMP_NUM_THREADS=2 python " + " ".join(sys.argv))
+                   command=command, commands=earlier + [command])  # every invocation that added records
     done = {(r["room"], r["seed"]) for r in results["records"]}
     for seed in args.seeds:
         for room in args.rooms:

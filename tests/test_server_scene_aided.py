@@ -202,3 +202,21 @@ def test_training_poses_are_recovered_from_the_rays_the_server_received():
     assert seen == [0, 1, 2]  # image 3 sent no ray
     assert torch.allclose(recovered, c2w, atol=1e-4)
     assert all(torch.allclose(torch.tensor(k), torch.tensor([30.0, 28.0, 15.0, 12.5]), atol=1e-3) for k in intrinsics)
+
+
+def test_scene_aided_settings_are_spelled_once_for_both_front_ends():
+    """The in-process pipeline config, the server's command line and the server's options inherit one settings class:
+    same names, same defaults, no field of it redeclared."""
+    import dataclasses
+
+    from s2nerf_ns.attacks.scene_aided_settings import SceneAidedSettings
+    from s2nerf_ns.integration.scene_aided_pipeline import SceneAidedAttackPipelineConfig
+    from s2nerf_ns.transport.server_attack import SceneAidedOptions
+    from s2nerf_ns.transport.server_cli import ServerConfig
+
+    shared = {f.name: f.default for f in dataclasses.fields(SceneAidedSettings)}
+    assert len(shared) >= 9
+    for cls in (SceneAidedAttackPipelineConfig, ServerConfig, SceneAidedOptions):
+        assert issubclass(cls, SceneAidedSettings)
+        assert not set(shared) & set(vars(cls).get("__annotations__", {})), cls  # not redeclared
+        assert {f.name: f.default for f in dataclasses.fields(cls) if f.name in shared} == shared

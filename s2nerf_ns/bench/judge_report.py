@@ -91,6 +91,12 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _commands(results: dict) -> str:
+    """Every invocation that added records (``commands``; older files hold one ``command``)."""
+    commands = results.get("commands") or [results.get("command", "?")]
+    return ("command" if len(commands) == 1 else "commands") + " " + ", then ".join(f"`{c}`" for c in commands)
+
+
 def _head(results: dict, rows: Sequence[Dict[str, object]]) -> List[str]:
     """What ran, the wall time and the hours of a judging frontier, the shares of resolved cells."""
     records = results["records"]
@@ -103,7 +109,7 @@ def _head(results: dict, rows: Sequence[Dict[str, object]]) -> List[str]:
     seeds = sorted({r["seed"] for r in records})
     lines = [f"Preset `{results.get('preset')}`: {preset.get('resolution', '?')} px rooms, {preset.get('steps', '?')} "
              f"steps of {preset.get('rays', '?')} rays; splitnerf on {', '.join(rooms)}, seeds "
-             f"{', '.join(map(str, seeds))}; command `{results.get('command', '?')}`; code commit "
+             f"{', '.join(map(str, seeds))}; {_commands(results)}; code commit "
              f"{', '.join(sorted({str((r.get('provenance') or {}).get('git_commit', '?'))[:10] for r in records}))}"
              f"{', clean tree' if all((r.get('provenance') or {}).get('git_dirty') is False for r in records) else ''}.",
              ""]

@@ -23,6 +23,7 @@ from s2nerf_ns.attacks.pose.camera import pose_errors
 from s2nerf_ns.attacks.pose.config import PoseSearchConfig, attack_search_config
 from s2nerf_ns.attacks.pose.keypoint_search import KeypointSearchConfig
 from s2nerf_ns.attacks.scene_aided import LeakBatch, SceneAidedAttacker
+from s2nerf_ns.attacks.scene_aided_settings import SceneAidedSettings
 from s2nerf_ns.data.leaked_views import LeakedViewsDataParserConfig
 from s2nerf_ns.errors import data_setup
 from s2nerf_ns.evaluation import geometry as geo
@@ -30,27 +31,15 @@ from s2nerf_ns.integration.attack_pipeline import AttackPipeline, AttackPipeline
 
 
 @dataclass
-class SceneAidedAttackPipelineConfig(AttackPipelineConfig):
-    """Victim training + scene-aided surrogate model attack."""
+class SceneAidedAttackPipelineConfig(AttackPipelineConfig, SceneAidedSettings):
+    """Victim training + scene-aided surrogate model attack (the leak and pose-round settings, shared with
+    ``s2nerf-server --attack ssma``, are :class:`~s2nerf_ns.attacks.scene_aided_settings.SceneAidedSettings`)."""
 
     _target: Type = field(default_factory=lambda: SceneAidedAttackPipeline)
     leaked: LeakedViewsDataParserConfig = field(default_factory=LeakedViewsDataParserConfig)
     """Which photos leaked (source, how many, which)."""
     pose: Literal["known", "estimate"] = "known"
     """known: the attacker is told the leaked photos' poses; estimate: pixels only (retrieval + iNeRF)."""
-    leak_rays_per_step: int = 1024
-    """Leaked-image rays per attacker step."""
-    leak_weight: float = 1.0
-    """Weight of the leaked-image loss."""
-    leak_lr: float = 1e-2
-    """Learning rate of the surrogate's leaked-image fitting."""
-    leak_during_training: bool = True
-    """With a known pose, supervise the surrogate with the leak during victim training too."""
-    post_training_steps: int = 500
-    """Attacker-only leaked-image steps after training, on the final server fields."""
-    post_training_replay_every: int = 0
-    """Interleave one replayed gradient-matching step every N post-training steps (0: never; replayed
-    gradient matching also pulls the surrogate towards the gray-ish dummies and was measured to hurt)."""
     pose_search: Literal["retrieval", "global", "keypoints"] = "retrieval"
     """estimate: first guess by retrieval over the training poses, by the global search over positions and
     orientations (for photos taken off the training trajectory; renders millions of rays: meant for a GPU), or by
@@ -62,12 +51,6 @@ class SceneAidedAttackPipelineConfig(AttackPipelineConfig):
     (objective feature-cv), centres searched over the whole scene box (region scene-box)."""
     pose_keypoints: KeypointSearchConfig = field(default_factory=KeypointSearchConfig)
     """keypoints search: its knobs."""
-    pose_rounds: int = 3
-    """estimate: rounds of (refine the pose, then fit the surrogate to the leak at that pose)."""
-    pose_refine_steps: int = 150
-    """estimate: iNeRF steps per round."""
-    pose_fit_steps: int = 100
-    """estimate: surrogate fitting steps per round."""
     report_sma_phase: bool = False
     """Before any leaked image is used, score the attacker on the eval views (= the SMA result of this run;
     the benchmark uses it with --no-leak-during-training to get SMA and SSMA from one victim)."""

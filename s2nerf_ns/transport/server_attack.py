@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from s2nerf_ns.attacks.scene_aided_settings import SceneAidedSettings
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.transport.wire import WireError
 
@@ -55,20 +56,11 @@ class LeakedViews(NamedTuple):
 
 
 @dataclass
-class SceneAidedOptions:
-    """The scene-aided phase's settings (the in-process ``--pipeline.*`` of the same name, same defaults)."""
+class SceneAidedOptions(SceneAidedSettings):
+    """The scene-aided phase's settings: those shared with the in-process pipeline, plus the server's own."""
 
     pose: str = "known"
-    leak_rays_per_step: int = 1024
-    leak_weight: float = 1.0
-    leak_lr: float = 1e-2
-    leak_during_training: bool = True
-    post_training_steps: int = 500
-    post_training_replay_every: int = 0
     pose_search: str = "retrieval"
-    pose_rounds: int = 3
-    pose_refine_steps: int = 150
-    pose_fit_steps: int = 100
     replay_steps: int = 200
     """The surrogate's attacker-only replay steps after the post-training steps (splitnerf-ssma's)."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import os
 import re
 import signal
 import socket
@@ -21,6 +20,7 @@ from typing import Dict, Literal, Optional, Tuple
 
 import tyro
 
+from s2nerf_ns.attacks.scene_aided_settings import SceneAidedSettings
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.transport.certs import check_server_pair
 
@@ -55,7 +55,7 @@ def _writable_folder(flag: str, folder: Path) -> None:
 
 
 @dataclass
-class ServerConfig:
+class ServerConfig(SceneAidedSettings):
     """Serve the server part of a split NeRF (hash grid, first density layers, sampler and their optimizer) to
     `ns-train splitnerf-remote` / `s2nerf-remote` clients over gRPC, one (--token-file) or several
     (--client-tokens), each with its own fields and run folder (README, "Two machines")."""
@@ -109,24 +109,6 @@ class ServerConfig:
     pose_search: Literal["retrieval", "global"] = "retrieval"
     """--pose estimate: first guess by retrieval over the training poses, or by the global search (its default
     settings; meant for a GPU)."""
-    pose_rounds: int = 3
-    """--pose estimate: rounds of (refine the pose, then fit the surrogate to the leak at that pose)."""
-    pose_refine_steps: int = 150
-    """--pose estimate: iNeRF steps per round."""
-    pose_fit_steps: int = 100
-    """--pose estimate: surrogate fitting steps per round."""
-    leak_rays_per_step: int = 1024
-    """--attack ssma: leaked-photo rays per attacker step."""
-    leak_weight: float = 1.0
-    """--attack ssma: weight of the leaked-photo loss."""
-    leak_lr: float = 1e-2
-    """--attack ssma: learning rate of the surrogate's leaked-photo fitting."""
-    leak_during_training: bool = True
-    """--attack ssma with a known pose: fit the leak after every applied step too."""
-    post_training_steps: int = 500
-    """--attack ssma: leaked-photo steps after the client's last step (run_steps from Hello), on the final fields."""
-    post_training_replay_every: int = 0
-    """--attack ssma: one replayed gradient-matching step every N post-training steps (0: never)."""
     replay_steps: int = 200
     """--attack ssma: attacker-only steps replaying the received gradients, after the post-training steps."""
     max_message_mb: float = 512.0
