@@ -21,31 +21,15 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
 import numpy as np
 import torch
 
 from s2nerf_ns.attacks.pose.camera import camera_directions
-from s2nerf_ns.attacks.pose.keypoint_search import (KeypointSearchConfig, keypoint_detector, gray8, describe,
+from s2nerf_ns.attacks.pose.keypoint_search import (KeypointSearchConfig, correct_matches, describe, gray8,
                                                     keypoint_pose_search)
 from s2nerf_ns.attacks.pose.views import render_views
 from s2nerf_ns.bench.common import checked_provenance, synced_clock
 from s2nerf_ns.compat import register_numpy_safe_globals
-
-
-def count_matches(photo: np.ndarray, render: np.ndarray, cfg: KeypointSearchConfig, within_px: float = 2.0):
-    """(ratio-test matches, of them within ``within_px`` of the same pixel) from photo to render keypoints."""
-    detector, norm = keypoint_detector(cfg.detector)
-    if cfg.photo_blur > 0:
-        photo = cv2.GaussianBlur(photo, (0, 0), cfg.photo_blur)
-    kp_p, des_p = detector.detectAndCompute(photo, None)
-    kp_r, des_r = detector.detectAndCompute(render, None)
-    if des_p is None or des_r is None or len(kp_r) < 2:
-        return len(kp_p), 0, 0
-    pairs = [m[0] for m in cv2.BFMatcher(norm).knnMatch(des_p, des_r, k=2)
-             if len(m) == 2 and m[0].distance < cfg.ratio * m[1].distance]
-    good = sum(np.hypot(*np.subtract(kp_p[m.queryIdx].pt, kp_r[m.trainIdx].pt)) <= within_px for m in pairs)
-    return len(kp_p), len(pairs), int(good)
 
 
 def oracle_search(pipeline, colour, room: str, victim: str, cfg: KeypointSearchConfig, path: Path) -> None:
@@ -133,7 +117,7 @@ def main() -> None:
             with torch.no_grad():
                 for name, fn in (("surrogate", server), ("client", client)):
                     image = render_views(fn, c2w[None], dirs, cfg.max_rays_per_call)[0].reshape(h, w, 3)
-                    keypoints, matches, correct = count_matches(photo, gray8(image), cfg)
+                    keypoints, matches, correct = correct_matches(photo, gray8(image), cfg)
                     record.update({"photo_keypoints": keypoints, f"{name}_matches": matches,
                                    f"{name}_correct": correct})
             print(json.dumps(record), flush=True)

@@ -19,7 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from s2nerf_ns.attacks.pose.camera import camera_directions
-from s2nerf_ns.attacks.pose.matching import keypoint_detector, match_and_lift
+from s2nerf_ns.attacks.pose.matching import keypoint_detector, match_and_lift, ratio_matches
 from s2nerf_ns.attacks.pose.pnp import c2w_to_cv, cv_to_c2w
 from s2nerf_ns.attacks.pose.views import render_views
 
@@ -98,6 +98,23 @@ def lift_matches(kp_photo, des_photo, render_gray: np.ndarray, points: Float[Ten
     """2D-3D matches of the photo's keypoints to a render's, with this search's detector, ratio and depth-edge test
     (:func:`~s2nerf_ns.attacks.pose.matching.match_and_lift`)."""
     return match_and_lift(kp_photo, des_photo, render_gray, points, depth, cfg.detector, cfg.ratio, cfg.depth_edge)
+
+
+def correct_matches(photo_gray: np.ndarray, render_gray: np.ndarray, cfg: KeypointSearchConfig,
+                    within_px: float = 2.0) -> Tuple[int, int, int]:
+    """A diagnostic for a render made *at the photo's own pose*: (the photo's keypoints, ratio-test matches to the
+    render's, of them within ``within_px`` of the same pixel, i.e. correct), with this search's detector, ratio and
+    photo blur."""
+    detector, norm = keypoint_detector(cfg.detector)
+    if cfg.photo_blur > 0:
+        photo_gray = cv2.GaussianBlur(photo_gray, (0, 0), cfg.photo_blur)
+    kp_p, des_p = detector.detectAndCompute(photo_gray, None)
+    kp_r, des_r = detector.detectAndCompute(render_gray, None)
+    if des_p is None or des_r is None or len(kp_p) < 2 or len(kp_r) < 2:
+        return len(kp_p), 0, 0
+    pairs = ratio_matches(des_p, des_r, norm, cfg.ratio)
+    good = sum(np.hypot(*np.subtract(kp_p[m.queryIdx].pt, kp_r[m.trainIdx].pt)) <= within_px for m in pairs)
+    return len(kp_p), len(pairs), int(good)
 
 
 def solve_pnp(world: np.ndarray, uv: np.ndarray, intrinsics: Sequence[float], like: Tensor,

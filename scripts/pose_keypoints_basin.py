@@ -1,0 +1,161 @@
+"""How far from a leaked photo's pose the keypoint search still converges (issue 25): the search started from a
+pose exactly ``deg`` degrees (about a random axis through the camera centre) and ``dist`` scene units (in a random
+direction) from the true one, through the server's renders (its surrogate's colour, its read-out depth) and, as an
+oracle, through the victim's own colour with the same depth. A diagnostic: the true pose only places the start; the
+search itself sees the photo's pixels and the renders alone. It separates the two halves of the problem: finding a
+start (a global search) and converging from it (the keypoint rounds).
+
+Takes the victims trained by ``scripts/pose_keypoints_128.py`` (FOLDER/runs/ROOM/s2nerf-ssma/VICTIM/config.yml) and
+appends one JSON line per (run, colour, photo, start) to OUT/records.jsonl, and per (run, colour, photo) what a
+render at the photo's *true* pose gives (OUT/at_truth.jsonl: its PSNR against the photo, the photo's SIFT keypoints,
+the ratio-test matches and the correct ones within 2 px, the PnP inliers from that render, and the read-out depth's
+median relative error against the client's own depth there), with the commit:
+    OMP_NUM_THREADS=2 python scripts/pose_keypoints_basin.py --victims FOLDER --out OUT [--starts 5:0.025 15:0.075]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import torch
+
+from s2nerf_ns.attacks.pose.camera import camera_directions, pose_errors
+from s2nerf_ns.attacks.pose.keypoint_search import (KeypointSearchConfig, PhotoKeypoints, correct_matches, describe,
+                                                    gray8, keypoint_pose_search)
+from s2nerf_ns.attacks.pose.views import render_views
+from s2nerf_ns.bench.common import checked_provenance, synced_clock
+from s2nerf_ns.compat import register_numpy_safe_globals
+
+
+def offset_pose(c2w: torch.Tensor, deg: float, dist: float, rng: np.random.Generator) -> torch.Tensor:
+    """``c2w`` [3,4] rotated by exactly ``deg`` about a random axis through its centre and moved exactly ``dist``."""
+    axis = rng.normal(size=3)
+    rot = torch.from_numpy(cv2.Rodrigues(axis / np.linalg.norm(axis) * math.radians(deg))[0]).to(c2w)
+    step = rng.normal(size=3)
+    move = torch.from_numpy(step / np.linalg.norm(step) * dist).to(c2w)
+    return torch.cat([rot @ c2w[:, :3], (c2w[:, 3] + move)[:, None]], dim=1)
+
+
+@torch.no_grad()
+def at_truth(pipeline, render, image: torch.Tensor, intrinsics, truth: torch.Tensor, cfg: KeypointSearchConfig) -> dict:
+    """What the server's render at the photo's true pose offers: PSNR, correct matches, PnP inliers, depth error."""
+    h, w = image.shape[:2]
+    dirs = camera_directions(intrinsics, h, w, image.device)
+    out = render_views(render, truth[None], dirs, cfg.max_rays_per_call)[0].reshape(h, w, -1)
+    rgb, distance = out[..., :3], out[..., 3]
+    keypoints, matches, correct = correct_matches(gray8(image), gray8(rgb), cfg)
+    _, inliers = PhotoKeypoints(image, intrinsics, cfg).pose_from_view(rgb, distance, truth, guess=truth)
+
+    def client_depth(origins, directions):  # EVALUATION: the client's own depth, for the read-out's error
+        h_, bins = pipeline.embed(origins, directions)
+        rays = SimpleNamespace(origins=origins, directions=directions)
+        return pipeline.model.client_render(rays, bins, h_)["depth"].reshape(-1, 1)
+
+    own = render_views(client_depth, truth[None], dirs, cfg.max_rays_per_call)[0].reshape(h, w)
+    rel = ((distance - own).abs() / own.clamp_min(1e-6)).reshape(-1)
+    mse = float(((rgb.clamp(0, 1) - image) ** 2).mean())
+    return {"psnr": -10 * math.log10(max(mse, 1e-12)), "photo_keypoints": keypoints, "matches": matches,
+            "correct": correct, "pnp_inliers": inliers, "readout_depth_median_relerr": float(rel.median())}
+
+
+def parse_start(text: str):
+    deg, dist = text.split(":")
+    return float(deg), float(dist)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--victims", type=Path, required=True, help="folder written by scripts/pose_keypoints_128.py")
+    parser.add_argument("--out", type=Path, required=True, help="folder for records.jsonl and run.json")
+    parser.add_argument("--starts", nargs="+", type=parse_start, default=[(5.0, 0.025), (15.0, 0.075), (30.0, 0.15)],
+                        help="DEG:UNITS of each start's offset from the true pose")
+    parser.add_argument("--repeats", type=int, default=2, help="random starts per offset and photo")
+    parser.add_argument("--rooms", nargs="+", default=None, help="only these rooms (default: all)")
+    parser.add_argument("--victim-kinds", nargs="+", default=None, help="only these victims (default: all)")
+    parser.add_argument("--colours", nargs="+", default=["surrogate", "client"], choices=["surrogate", "client"],
+                        help="surrogate: the server's colour; client: the victim's own (an oracle)")
+    parser.add_argument("--allow-dirty", action="store_true", help="write results from an uncommitted tree")
+    args = parser.parse_args()
+    configs = [c for c in sorted((args.victims / "runs").glob("*/s2nerf-ssma/*/config.yml"))
+               if (args.rooms is None or c.parts[-4] in args.rooms)
+               and (args.victim_kinds is None or c.parts[-2] in args.victim_kinds)]
+    if not configs:
+        sys.exit(f"--victims {args.victims}: no trained victims under runs/ (run scripts/pose_keypoints_128.py first)")
+    provenance = checked_provenance(allow_dirty=args.allow_dirty)  # refused before anything is written
+    register_numpy_safe_globals()
+    from nerfstudio.utils.eval_utils import eval_setup
+    torch.set_num_threads(2)
+    run = json.loads((args.victims / "run.json").read_text())
+    cfg = KeypointSearchConfig(**run["search"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "run.json").write_text(json.dumps({
+        "search": run["search"], "starts": args.starts, "repeats": args.repeats, "provenance": provenance,
+        "command": "OMP_NUM_THREADS=2 python " + " ".join(sys.argv), "victims_from": str(args.victims)}, indent=2))
+    path = args.out / "records.jsonl"
+    done = {(r["room"], r["victim"], r["colour"], r["leaked"], r["start_deg"], r["repeat"])
+            for r in map(json.loads, path.read_text().splitlines())} if path.exists() else set()
+    truth_path = args.out / "at_truth.jsonl"
+    done_truth = {(r["room"], r["victim"], r["colour"], r["leaked"])
+                  for r in map(json.loads, truth_path.read_text().splitlines())} if truth_path.exists() else set()
+    for config in configs:
+        _, pipeline, _, _ = eval_setup(config, test_mode="test")
+        pipeline.eval()
+        room, victim = config.parts[-4], config.parts[-2]
+        photos = pipeline.leak_datamanager.train_dataset
+
+        def surrogate(origins, directions, h, bins):  # SERVER: its surrogate's colour
+            return pipeline.scene_attacker.surrogate.render_rays(h, origins, directions, bins)
+
+        def client(origins, directions, h, bins):  # EVALUATION: the victim's own colour (an oracle)
+            rays = SimpleNamespace(origins=origins, directions=directions)
+            return pipeline.model.client_render(rays, bins, h)["rgb"]
+
+        for colour_name in args.colours:
+            colour = surrogate if colour_name == "surrogate" else client
+
+            def render(origins, directions):  # one pass through the server's fields for colour and depth
+                h, bins = pipeline.embed(origins, directions)
+                return torch.cat([colour(origins, directions, h, bins),
+                                  pipeline.readout_depth(h, origins, directions, bins)], dim=-1)
+
+            for i in range(len(photos)):
+                image = photos.get_image_float32(i)[..., :3].to(pipeline.device)
+                truth = pipeline.true_leak_c2w[i].to(pipeline.device)
+                if (room, victim, colour_name, i) not in done_truth:
+                    record = at_truth(pipeline, render, image, pipeline.scene_attacker.intrinsics[i], truth, cfg)
+                    record.update(room=room, victim=victim, colour=colour_name, leaked=i,
+                                  commit=provenance["git_commit"], git_dirty=provenance["git_dirty"])
+                    print(json.dumps(record), flush=True)
+                    with truth_path.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+                rng = np.random.default_rng([i, 7])
+                for deg, dist in args.starts:
+                    for repeat in range(args.repeats):
+                        start_pose = offset_pose(truth, deg, dist, rng)  # drawn even when done: same starts
+                        if (room, victim, colour_name, i, deg, repeat) in done:
+                            continue
+                        clock = synced_clock()
+                        result = keypoint_pose_search(render, image, pipeline.scene_attacker.intrinsics[i],
+                                                      start_pose[None], cfg)
+                        record = {"room": room, "victim": victim, "colour": colour_name, "leaked": i,
+                                  "start_deg": deg, "start_units": dist, "repeat": repeat,
+                                  "search_seconds": synced_clock() - clock, **describe(result),
+                                  "start_c2w": start_pose.tolist(), "estimated_c2w": result.c2w.tolist(),
+                                  "true_c2w": truth.tolist(), "commit": provenance["git_commit"],
+                                  "git_dirty": provenance["git_dirty"]}
+                        error = pose_errors(result.c2w, truth)
+                        print(room, victim, colour_name, i, deg, repeat, result.history,
+                              f"{error['rotation_error_deg']:.2f} deg {error['translation_error']:.3f}", flush=True)
+                        with path.open("a") as f:
+                            f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
