@@ -21,6 +21,7 @@ import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -31,6 +32,7 @@ from s2nerf_ns.attacks.pose.keypoint_search import (KeypointSearchConfig, PhotoK
                                                     gray8, keypoint_pose_search)
 from s2nerf_ns.attacks.pose.views import render_views
 from s2nerf_ns.bench.common import checked_provenance, synced_clock
+from s2nerf_ns.evaluation import geometry as geo
 from s2nerf_ns.compat import register_numpy_safe_globals
 
 
@@ -44,8 +46,10 @@ def offset_pose(c2w: torch.Tensor, deg: float, dist: float, rng: np.random.Gener
 
 
 @torch.no_grad()
-def at_truth(pipeline, render, image: torch.Tensor, intrinsics, truth: torch.Tensor, cfg: KeypointSearchConfig) -> dict:
-    """What the server's render at the photo's true pose offers: PSNR, correct matches, PnP inliers, depth error."""
+def at_truth(pipeline, render, image: torch.Tensor, intrinsics, truth: torch.Tensor, cfg: KeypointSearchConfig,
+             true_depth: Optional[torch.Tensor]) -> dict:
+    """What the server's render at the photo's true pose offers: PSNR, correct matches, PnP inliers, and its read-out
+    depth's error against the client's own depth and (``true_depth`` [h,w], z) the room's."""
     h, w = image.shape[:2]
     dirs = camera_directions(intrinsics, h, w, image.device)
     out = render_views(render, truth[None], dirs, cfg.max_rays_per_call)[0].reshape(h, w, -1)
@@ -55,14 +59,69 @@ def at_truth(pipeline, render, image: torch.Tensor, intrinsics, truth: torch.Ten
 
     def client_depth(origins, directions):  # EVALUATION: the client's own depth, for the read-out's error
         h_, bins = pipeline.embed(origins, directions)
-        rays = SimpleNamespace(origins=origins, directions=directions)
-        return pipeline.model.client_render(rays, bins, h_)["depth"].reshape(-1, 1)
+        out = pipeline.model.client_render(SimpleNamespace(origins=origins, directions=directions), bins, h_)
+        acc = out["accumulation"].clamp(0, 1)  # composited like its colour, as the geometry evaluation does
+        return out["depth"] * acc + (1 - acc) * (bins[:, -2:-1] + bins[:, -1:]) / 2
 
     own = render_views(client_depth, truth[None], dirs, cfg.max_rays_per_call)[0].reshape(h, w)
     rel = ((distance - own).abs() / own.clamp_min(1e-6)).reshape(-1)
     mse = float(((rgb.clamp(0, 1) - image) ** 2).mean())
-    return {"psnr": -10 * math.log10(max(mse, 1e-12)), "photo_keypoints": keypoints, "matches": matches,
-            "correct": correct, "pnp_inliers": inliers, "readout_depth_median_relerr": float(rel.median())}
+    out = {"psnr": -10 * math.log10(max(mse, 1e-12)), "photo_keypoints": keypoints, "matches": matches,
+           "correct": correct, "pnp_inliers": inliers, "readout_vs_client_depth_median_relerr": float(rel.median())}
+    if true_depth is not None:  # EVALUATION: the room's rendered z-depth at this view
+        z = distance * (-dirs[:, 2]).reshape(h, w)  # distance along the unit ray -> z-depth (OpenGL camera)
+        err = ((z - true_depth.to(z)).abs() / true_depth.to(z).clamp_min(1e-6)).reshape(-1)
+        out.update(readout_vs_true_depth_median_relerr=float(err.median()),
+                   readout_over_true_depth_median=float((z / true_depth.to(z).clamp_min(1e-6)).median()),
+                   readout_within10_of_true_depth=float((err <= 0.1).float().mean()))
+    return out
+
+
+def leaked_depth(pipeline, i: int, height: int, width: int) -> Optional[torch.Tensor]:
+    """EVALUATION: the rendered ground-truth z-depth of leaked photo ``i`` (a built-in room's extra view), or None."""
+    parser = pipeline.leak_datamanager.dataparser
+    meta = parser.get_dataparser_outputs("train").metadata
+    if meta.get("leaked_source") != "extra":
+        return None
+    victim = parser.config.victim.setup()
+    extra = victim.get_extra_views()
+    scale = victim.get_dataparser_outputs("train").metadata["depth_to_normalized_scale"]
+    return geo.reference_depth({"depth_filenames": extra.depth_filenames, "depth_to_normalized_scale": scale},
+                               meta["leaked_indices"][i], height, width)
+
+
+@torch.no_grad()
+def training_view_depth(pipeline, count: int) -> list:
+    """The read-out depth's error against the client's and the room's at ``count`` evenly spaced training views."""
+    dataset = pipeline.datamanager.train_dataset
+    cameras, meta = dataset.cameras, dataset._dataparser_outputs.metadata
+    out = []
+    for index in np.linspace(0, len(dataset) - 1, count).round().astype(int).tolist():
+        k = (float(cameras.fx[index]), float(cameras.fy[index]), float(cameras.cx[index]), float(cameras.cy[index]))
+        h, w = int(cameras.height[index]), int(cameras.width[index])
+        dirs = camera_directions(k, h, w, pipeline.device)
+        c2w = cameras.camera_to_worlds[index].to(pipeline.device)
+
+        def depths(origins, directions):  # SERVER read-out, then EVALUATION: the client's own (composited)
+            h_, bins = pipeline.embed(origins, directions)
+            own = pipeline.model.client_render(SimpleNamespace(origins=origins, directions=directions), bins, h_)
+            acc = own["accumulation"].clamp(0, 1)
+            return torch.cat([pipeline.readout_depth(h_, origins, directions, bins),
+                              own["depth"] * acc + (1 - acc) * (bins[:, -2:-1] + bins[:, -1:]) / 2], dim=-1)
+
+        both = render_views(depths, c2w[None], dirs, 1 << 14)[0]
+        readout, own = both[:, 0], both[:, 1]
+        record = {"view": index, "readout_vs_client_depth_median_relerr":
+                  float(((readout - own).abs() / own.clamp_min(1e-6)).median())}
+        true = geo.reference_depth(meta, index, h, w)
+        if true is not None:
+            z, t = readout * (-dirs[:, 2]), true.reshape(-1).to(readout)
+            err = (z - t).abs() / t.clamp_min(1e-6)
+            record.update(readout_vs_true_depth_median_relerr=float(err.median()),
+                          readout_over_true_depth_median=float((z / t.clamp_min(1e-6)).median()),
+                          readout_within10_of_true_depth=float((err <= 0.1).float().mean()))
+        out.append(record)
+    return out
 
 
 def parse_start(text: str):
@@ -81,6 +140,8 @@ def main() -> None:
     parser.add_argument("--victim-kinds", nargs="+", default=None, help="only these victims (default: all)")
     parser.add_argument("--colours", nargs="+", default=["surrogate", "client"], choices=["surrogate", "client"],
                         help="surrogate: the server's colour; client: the victim's own (an oracle)")
+    parser.add_argument("--train-views", type=int, default=8,
+                        help="training views (evenly spaced) whose read-out depth is compared with the room's too")
     parser.add_argument("--allow-dirty", action="store_true", help="write results from an uncommitted tree")
     args = parser.parse_args()
     configs = [c for c in sorted((args.victims / "runs").glob("*/s2nerf-ssma/*/config.yml"))
@@ -104,6 +165,9 @@ def main() -> None:
     truth_path = args.out / "at_truth.jsonl"
     done_truth = {(r["room"], r["victim"], r["colour"], r["leaked"])
                   for r in map(json.loads, truth_path.read_text().splitlines())} if truth_path.exists() else set()
+    train_file = args.out / "train_depth.jsonl"
+    done_train = {(r["room"], r["victim"]) for r in map(json.loads, train_file.read_text().splitlines())
+                  } if train_file.exists() else set()
     for config in configs:
         _, pipeline, _, _ = eval_setup(config, test_mode="test")
         pipeline.eval()
@@ -117,6 +181,13 @@ def main() -> None:
             rays = SimpleNamespace(origins=origins, directions=directions)
             return pipeline.model.client_render(rays, bins, h)["rgb"]
 
+        train_path = args.out / "train_depth.jsonl"
+        if args.train_views and (room, victim) not in done_train:
+            for record in training_view_depth(pipeline, args.train_views):
+                record.update(room=room, victim=victim, commit=provenance["git_commit"], git_dirty=provenance["git_dirty"])
+                print(json.dumps(record), flush=True)
+                with train_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
         for colour_name in args.colours:
             colour = surrogate if colour_name == "surrogate" else client
 
@@ -129,7 +200,8 @@ def main() -> None:
                 image = photos.get_image_float32(i)[..., :3].to(pipeline.device)
                 truth = pipeline.true_leak_c2w[i].to(pipeline.device)
                 if (room, victim, colour_name, i) not in done_truth:
-                    record = at_truth(pipeline, render, image, pipeline.scene_attacker.intrinsics[i], truth, cfg)
+                    record = at_truth(pipeline, render, image, pipeline.scene_attacker.intrinsics[i], truth, cfg,
+                                      leaked_depth(pipeline, i, *image.shape[:2]))
                     record.update(room=room, victim=victim, colour=colour_name, leaked=i,
                                   commit=provenance["git_commit"], git_dirty=provenance["git_dirty"])
                     print(json.dumps(record), flush=True)
