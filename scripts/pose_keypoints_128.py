@@ -43,12 +43,12 @@ SEARCH = KeypointSearchConfig()
 SEED = 42
 
 
-def train_victim(room: str, victim: str, out: Path):
+def train_victim(room: str, victim: str, out: Path, preset: Preset = PRESET):
     """Train (and attack with the SMA) one victim; returns the trainer's pipeline and the seconds."""
-    config = sized_config(method_config("s2nerf-ssma"), PRESET, room, out, victim, **VICTIMS[victim])
+    config = sized_config(method_config("s2nerf-ssma"), preset, room, out, victim, **VICTIMS[victim])
     pipe = {"report_sma_phase": False, "pose": "estimate", "pose_search": "retrieval", "pose_rounds": 0,
             "leaked.num_leaked": 4, "leak_during_training": False, "post_training_steps": 0,
-            "leak_rays_per_step": PRESET.rays, "attack.replay_steps": PRESET.replay_steps,
+            "leak_rays_per_step": preset.rays, "attack.replay_steps": preset.replay_steps,
             "datamanager.dataparser.num_extra_views": 4}
     config = with_values(config, {"machine.seed": SEED, **{f"pipeline.{k}": v for k, v in pipe.items()}})
     start = synced_clock()
@@ -56,8 +56,8 @@ def train_victim(room: str, victim: str, out: Path):
     return trainer.pipeline, synced_clock() - start
 
 
-def victim_records(room: str, victim: str, out: Path, search: KeypointSearchConfig):
-    pipeline, seconds = train_victim(room, victim, out / "runs")
+def victim_records(room: str, victim: str, out: Path, search: KeypointSearchConfig, preset: Preset = PRESET):
+    pipeline, seconds = train_victim(room, victim, out / "runs", preset)
     pipeline.eval()
     attacker = pipeline.scene_attacker
 
@@ -119,8 +119,13 @@ def main() -> None:
                         help="Gaussian blur (sigma, pixels) of the photo before keypoint detection")
     parser.add_argument("--reprojection-px", type=float, default=SEARCH.reprojection_px,
                         help="RANSAC inlier threshold, in pixels of the photo")
+    parser.add_argument("--steps", type=int, default=PRESET.steps,
+                        help="victim training steps (the preset's 600 by default; more gives a better-trained geometry)")
     parser.add_argument("--allow-dirty", action="store_true", help="write results from an uncommitted tree")
     args = parser.parse_args()
+    if args.steps < 1:
+        sys.exit(f"--steps {args.steps}: give 1 or more")
+    preset = dataclasses.replace(PRESET, steps=args.steps)
     unknown = [v for v in args.victims if v != "upper-bound" and v not in VICTIMS]
     if unknown:
         sys.exit(f"--victims {' '.join(unknown)}: unknown; choose from upper-bound {' '.join(VICTIMS)}")
@@ -134,7 +139,7 @@ def main() -> None:
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "run.json").write_text(json.dumps({
-        "provenance": provenance, "environment": environment(), "seed": SEED, "preset": PRESET.__dict__,
+        "provenance": provenance, "environment": environment(), "seed": SEED, "preset": preset.__dict__,
         "search": search.__dict__, "command": "OMP_NUM_THREADS=2 python " + " ".join(sys.argv)}, indent=2))
     path = args.out / "records.jsonl"
     done = {(r["room"], r["victim"]) for r in map(json.loads, path.read_text().splitlines())} if path.exists() else set()
@@ -143,7 +148,7 @@ def main() -> None:
             if (room, victim) in done:
                 continue
             records = (upper_bound_records(room, search) if victim == "upper-bound"
-                       else victim_records(room, victim, args.out, search))
+                       else victim_records(room, victim, args.out, search, preset))
             for record in records:
                 print(json.dumps(record), flush=True)
                 with path.open("a") as f:

@@ -100,3 +100,24 @@ def test_self_match_table_comes_from_the_per_view_counts(tmp_path):
     assert "| office | splitnerf | 3 | 101 | 4 (0-10) | 9 (1-21) |" in report.markdown([result])
     result["self_match"][1]["surrogate_correct"] = 12
     assert "| office | splitnerf | 3 | 101 | 10 (0-12) | 9 (1-21) |" in report.markdown([result])
+
+
+def test_basin_table_comes_from_the_poses_and_the_per_photo_diagnostics(tmp_path):
+    run = {"provenance": {"git_commit": "abcdef0123", "git_dirty": False}, "victims_from": "/x/pose_keypoints_128",
+           "starts": [[5.0, 0.025], [15.0, 0.075]], "repeats": 1, "search": {"min_inliers": 6}}
+    records = [{"room": "office", "victim": "splitnerf", "colour": "client", "leaked": i, "start_deg": deg,
+                "estimated_c2w": pose(est, 0.0), "true_c2w": pose(0.0, 0.0), "rotation_error_deg": 0.0}
+               for i in range(2) for deg, est in ((5.0, 1.0 + 4 * i), (15.0, 15.0))]
+    truth = [{"room": "office", "victim": "splitnerf", "colour": "client", "leaked": i, "psnr": 14.0 + i,
+              "correct": 4 + 2 * i, "pnp_inliers": 3 + 5 * i, "readout_over_true_depth_median": 0.5 + 0.1 * i,
+              "readout_within10_of_true_depth": 0.1, "readout_vs_client_depth_median_relerr": 0.02}
+             for i in range(2)]
+    train = [{"room": "office", "victim": "splitnerf", "view": v, "readout_over_true_depth_median": 0.8,
+              "readout_within10_of_true_depth": 0.07} for v in range(3)]
+    result = {"folder": tmp_path / "pose_keypoints_128_basin", "run": run, "records": records, "self_match": [],
+              "at_truth": truth, "train_depth": train}
+    row = "| office | splitnerf | client | 2 | 14.5 | 5 | 1 of 2 | 0.55 | 0.10 | 0.020 | 0.80, 0.07 | 1 of 2 | 0 of 2 |"
+    assert row in report.basin_table(result) and row in report.markdown([result])
+    result["records"][2]["estimated_c2w"] = pose(2.0, 0.0)  # photo 1's start at 5 deg now converges
+    assert "| 2 of 2 | 0 of 2 |" in report.basin_table(result)
+    assert "| splitnerf |" not in report.summary_table([result])  # a basin folder is not a search run

@@ -29,8 +29,78 @@ def load(folder: Path) -> Dict:
     records.jsonl is an error (the README's numbers need them)."""
     folder = Path(folder)
     run = json.loads((folder / "run.json").read_text())
-    self_match = _lines(folder / "self_match.jsonl") if (folder / "self_match.jsonl").exists() else []
-    return {"folder": folder, "run": run, "records": _lines(folder / "records.jsonl"), "self_match": self_match}
+    optional = {name: _lines(folder / f"{name}.jsonl") if (folder / f"{name}.jsonl").exists() else []
+                for name in ("self_match", "at_truth", "train_depth")}
+    return {"folder": folder, "run": run, "records": _lines(folder / "records.jsonl"), **optional}
+
+
+def is_basin(result: Dict) -> bool:
+    """A folder of ``scripts/pose_keypoints_basin.py`` (searches from set offsets of the true pose)."""
+    return "starts" in result["run"]
+
+
+def _median(values) -> float:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def basin_rows(result: Dict) -> List[Dict[str, object]]:
+    """Per (room, victim, colour): the render at each photo's true pose (PSNR, correct matches, photos whose PnP from
+    it reaches the inlier minimum, the read-out depth over the room's true z-depth and its share within 10 %), the
+    read-out against the room at training views, and per start offset the searches that end within the goal (errors
+    recomputed from the stored poses)."""
+    rows = []
+    truth, records, train = result["at_truth"], result["records"], result["train_depth"]
+    minimum = result["run"]["search"]["min_inliers"]
+    for room, victim, colour in dict.fromkeys((e["room"], e["victim"], e["colour"]) for e in truth):
+        mine = [e for e in truth if (e["room"], e["victim"], e["colour"]) == (room, victim, colour)]
+        views = [e for e in train if (e["room"], e["victim"]) == (room, victim)]
+        starts = {}
+        for r in records:
+            if (r["room"], r["victim"], r["colour"]) == (room, victim, colour):
+                starts.setdefault(float(r["start_deg"]), []).append(within_goal(errors(r, "estimated_c2w")))
+        rows.append({"room": room, "victim": victim, "colour": colour, "photos": len(mine),
+                     "psnr": _median(e["psnr"] for e in mine),
+                     "correct": _median(e["correct"] for e in mine),
+                     "pnp": sum(e["pnp_inliers"] >= minimum for e in mine),
+                     "depth_ratio": _median(e.get("readout_over_true_depth_median") for e in mine),
+                     "within10": _median(e.get("readout_within10_of_true_depth") for e in mine),
+                     "client_relerr": _median(e["readout_vs_client_depth_median_relerr"] for e in mine),
+                     "train_depth_ratio": _median(v.get("readout_over_true_depth_median") for v in views),
+                     "train_within10": _median(v.get("readout_within10_of_true_depth") for v in views),
+                     "starts": {deg: (sum(ok), len(ok)) for deg, ok in sorted(starts.items())}})
+    return rows
+
+
+def basin_table(result: Dict) -> str:
+    rows = basin_rows(result)
+    if not rows:
+        return ""
+    offsets = sorted({deg for row in rows for deg in row["starts"]})
+    units = {float(d): float(u) for d, u in result["run"]["starts"]}
+    lines = ["| room | victim | colour | photos | PSNR at the true pose (dB) | correct matches there | PnP from it | "
+             "read-out / true depth | within 10 % of true depth | read-out vs client depth (rel. err.) | at training "
+             "views: read-out / true, within 10 % | "
+             + " | ".join(f"from {d:g} deg / {units.get(d, float('nan')):g}: within goal" for d in offsets) + " |",
+             "|" + "---|" * (11 + len(offsets))]
+    for r in rows:
+        lines.append(f"| {r['room']} | {r['victim']} | {r['colour']} | {r['photos']} | {r['psnr']:.1f} | "
+                     f"{r['correct']:g} | {r['pnp']} of {r['photos']} | {r['depth_ratio']:.2f} | "
+                     f"{r['within10']:.2f} | {r['client_relerr']:.3f} | {r['train_depth_ratio']:.2f}, "
+                     f"{r['train_within10']:.2f} | "
+                     + " | ".join("{} of {}".format(*r["starts"][d]) if d in r["starts"] else "n/a" for d in offsets)
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def basin_header(result: Dict) -> str:
+    run, prov = result["run"], result["run"]["provenance"]
+    dirty = " (dirty tree, --allow-dirty)" if prov.get("git_dirty") or prov.get("allow_dirty") else ""
+    starts = ", ".join(f"{float(d):g} deg / {float(u):g} units" for d, u in run["starts"])
+    return (f"`{result['folder'].name}`: commit {str(prov['git_commit'])[:7]}{dirty}; the victims of "
+            f"`{Path(run['victims_from']).name}`; searches started {starts} from each photo's true pose "
+            f"({run['repeats']} per offset), medians over the photos (colour: the server's surrogate, or the victim's "
+            "own as an oracle; depth: the server's read-out either way).")
 
 
 def self_match_rows(result: Dict) -> List[Dict[str, object]]:
@@ -100,7 +170,7 @@ def header(result: Dict) -> str:
 def summary_table(results: List[Dict]) -> str:
     lines = ["| run | server | rooms | photos | median rotation (deg) | median centre (units) | within 3 deg and 0.05 |",
              "|---|---|---|---|---|---|---|"]
-    for result in results:
+    for result in (r for r in results if not is_basin(r)):
         for row in summary_rows(result):
             lines.append(f"| `{result['folder'].name}` | {row['server']} | {', '.join(row['rooms'])} | {row['photos']} | "
                          f"{row['median_rotation']:.1f} | {row['median_translation']:.3f} | "
@@ -125,8 +195,12 @@ def markdown(results: List[Dict]) -> str:
              "0.05 units. The upper bound matches the photo to the training photos with their rendered depth (a "
              "perfect server at the training poses, no rounds).")
     matches = self_match_table(results)
-    return (intro + "\n\n" + "\n".join(f"- {header(r)}" for r in results) + "\n\n" + summary_table(results) +
-            (f"\n{matches}" if matches else ""))
+    searches = [r for r in results if not is_basin(r)]
+    basins = [r for r in results if is_basin(r)]
+    basin = "".join(f"\nFrom a start near the true pose, and what a render at the true pose offers: {basin_header(r)}"
+                    f"\n\n{basin_table(r)}" for r in basins)
+    return (intro + "\n\n" + "\n".join(f"- {header(r)}" for r in searches) + "\n\n" + summary_table(results) +
+            (f"\n{matches}" if matches else "") + basin)
 
 
 def block(results: List[Dict]) -> str:
@@ -144,6 +218,9 @@ def main() -> None:
     args = parser.parse_args()
     results = [load(f) for f in args.folders]
     for result in results:
+        if is_basin(result):
+            (result["folder"] / "results.md").write_text(basin_header(result) + "\n\n" + basin_table(result))
+            continue
         matches = self_match_table([result])
         (result["folder"] / "results.md").write_text(header(result) + "\n\n" + photo_table(result) + "\n" +
                                                      summary_table([result]) + (f"\n{matches}" if matches else ""))
