@@ -12,7 +12,7 @@ from s2nerf_ns.bench import pose_keypoints_report as report
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = [ROOT / "docs" / "results" / name for name in (
-    "pose_keypoints_128", "pose_keypoints_128_upper_sharp", "pose_keypoints_128_oracle")]
+    "pose_keypoints_128", "pose_keypoints_128_upper_sharp", "pose_keypoints_128_oracle", "pose_keypoints_128_basin")]
 
 
 def pose(yaw_deg: float, x: float) -> list:
@@ -121,3 +121,36 @@ def test_basin_table_comes_from_the_poses_and_the_per_photo_diagnostics(tmp_path
     result["records"][2]["estimated_c2w"] = pose(2.0, 0.0)  # photo 1's start at 5 deg now converges
     assert "| 2 of 2 | 0 of 2 |" in report.basin_table(result)
     assert "| splitnerf |" not in report.summary_table([result])  # a basin folder is not a search run
+
+
+def test_readme_basin_paragraph_matches_the_records():
+    """The paragraph on the basin diagnostic (the second after the block), recomputed from the committed records."""
+    result = report.load(ROOT / "docs" / "results" / "pose_keypoints_128_basin")
+    rows = [r for r in report.basin_rows(result) if r["victim"] == "splitnerf"]
+    surrogate = [r for r in rows if r["colour"] == "surrogate"]
+    client = [r for r in rows if r["colour"] == "client"]
+    text = (ROOT / "README.md").read_text()
+    prose = " ".join(text[text.index(report.END, text.index(report.BEGIN)):].split("\n\n")[2].split())
+
+    def within(group, deg):
+        return sum(r["starts"][deg][0] for r in group), sum(r["starts"][deg][1] for r in group)
+
+    def span(group, key, fmt):
+        return f"{min(r[key] for r in group):{fmt}}-{max(r[key] for r in group):{fmt}}"
+
+    (s5, n5), (s15, n15), (c5, _), (c15, _) = (within(surrogate, 5.0), within(surrogate, 15.0), within(client, 5.0),
+                                                within(client, 15.0))
+    claims = [
+        f"From 5° / 0.025 units the search through the surrogate's colour ends within the goal on {s5} of {n5} "
+        f"splitnerf photos, from 15° / 0.075 units on {s15} of {n15}; with the victim's own colour on {c5} and {c15} "
+        f"of {n5}",
+        f"the surrogate's render scores {span(surrogate, 'psnr', '.1f')} dB against the photo and the victim's own "
+        f"{span(client, 'psnr', '.1f')} dB",
+        f"to {min(r['client_relerr'] for r in rows) * 100:.1f}-{max(r['client_relerr'] for r in rows) * 100:.1f} %",
+        f"the read-out is {span(rows, 'depth_ratio', '.2f')} of the true z-depth at the extra views",
+        f"within 10 % of it on at most {max(r['within10'] for r in rows) * 100:.0f} % of their pixels",
+        f"and {span(rows, 'train_depth_ratio', '.2f')} of it at training views",
+    ]
+    for claim in claims:
+        assert claim in prose, claim
+    assert max(r["depth_ratio"] for r in rows) < 0.6 and max(r["train_depth_ratio"] for r in rows) < 0.8
