@@ -16,6 +16,7 @@ median relative error against the client's own depth there), with the commit:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -157,7 +158,7 @@ def main() -> None:
     cfg = KeypointSearchConfig(**run["search"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "run.json").write_text(json.dumps({
-        "search": run["search"], "starts": args.starts, "repeats": args.repeats, "provenance": provenance,
+        "search": dataclasses.asdict(cfg), "victims_provenance": run.get("provenance"), "starts": args.starts, "repeats": args.repeats, "provenance": provenance,
         "command": "OMP_NUM_THREADS=2 python " + " ".join(sys.argv), "victims_from": str(args.victims)}, indent=2))
     path = args.out / "records.jsonl"
     done = {(r["room"], r["victim"], r["colour"], r["leaked"], r["start_deg"], r["repeat"])

@@ -130,3 +130,20 @@ def test_shared_matching_lifts_each_keypoint_to_its_own_pixel_and_skips_depth_ed
     world_step, _ = match_and_lift(kp, des, image, points, step, kind, ratio=0.8, depth_edge=1.05)
     assert 0 < len(world_step) < len(world)
     assert not (torch.from_numpy(world_step[:, 0]) - (SIZE // 2 - 0.5)).abs().le(1.0).any()
+
+
+def test_the_geometry_search_keeps_its_own_matching_settings(monkeypatch):
+    """The geometry search's PnP rounds use the shared matching with their own settings: 500 ORB features, ratio 0.8,
+    depth edges over 5 %."""
+    from s2nerf_ns.attacks.pose import pnp
+
+    seen = {}
+
+    def spy(kp, des, render, points, depth, kind, ratio, depth_edge, orb_features=1000):
+        seen.update(kind=kind, ratio=ratio, depth_edge=depth_edge, orb_features=orb_features)
+        return pnp.np.zeros((0, 3)), pnp.np.zeros((0, 2))
+
+    monkeypatch.setattr(pnp, "match_and_lift", spy)
+    image = photo(TRUE_C2W).mean(-1)
+    pnp.keypoint_matches(image, image, torch.ones(SIZE, SIZE), torch.zeros(SIZE, SIZE, 3), "orb")
+    assert seen == {"kind": "orb", "ratio": 0.8, "depth_edge": 1.05, "orb_features": 500}

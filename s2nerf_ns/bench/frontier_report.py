@@ -115,7 +115,7 @@ def judge_cell(entry: dict, sm: Tuple[str, str]) -> str:
 
 def verdicts(records: Sequence[dict], metrics: Sequence[str] = ALL_METRICS,
              computed: Optional[Dict[Tuple[str, str, float], dict]] = None) -> Dict[Point, dict]:
-    """Per defended setting: per room its cells judged, the worst ratio, the most PSNR lost, the counts of
+    """Per defended setting: per room its cells judged, the worst resolved ratio (:func:`worst_resolved`), the most PSNR lost, the counts of
     cells that pass, fail and are not resolved, and the setting's ``verdict`` (``meets_goal`` if pass)."""
     computed = cells(records) if computed is None else computed
     rooms = sorted({r["room"] for r in records})
@@ -316,7 +316,7 @@ def _has_geometry(entry: dict) -> bool:
 
 def geometry_lines(computed: Dict[Tuple[str, str, float], dict]) -> List[str]:
     """The geometry cells (the depth maps' leakage over their floor, :func:`frontier_cells.geometry_cell`): per
-    setting the means over rooms, the worst ratio to splitnerf's and the geometry cells' outcomes (they count in
+    setting the means over rooms, the worst resolved ratio to splitnerf's and the geometry cells' outcomes (they count in
     the verdict above); one line when the records hold no geometry scores."""
     if not any(_has_geometry(e) for e in computed.values()):
         return ["Geometry (depth) leakage: not measured (these records hold no `geometry_*` scores)."]
@@ -398,14 +398,14 @@ def summary_lines(verdict: Dict[Point, dict]) -> List[str]:
             out.append(f"- {family}: every point loses more than {MAX_PSNR_LOST} dB on some room.")
             continue
         (f, value), v = min(ok, key=lambda pv: pv[1]["worst"][1])
-        out.append(f"- {family} {value:g}: worst ratio {v['worst_interval'].text()} ({', '.join(_where(v))}), "
+        out.append(f"- {family} {value:g}: worst resolved ratio {v['worst_interval'].text()} ({', '.join(_where(v))}), "
                    f"{v['max_psnr_lost']:.2f} dB lost.")
     paper = verdict.get(("s2nerf", 1.2))
     if paper and paper["worst"] and paper["max_psnr_lost"] is not None:
         dominating = [p for p, v in verdict.items() if p != ("s2nerf", 1.2) and v["worst"] and v["max_psnr_lost"]
                       is not None and v["max_psnr_lost"] <= paper["max_psnr_lost"] and v["worst"][1] <= paper["worst"][1]]
         out.append(f"S²NeRF at the paper's point (c = 1.2, r = 1e-4): {paper['max_psnr_lost']:.2f} dB lost, worst "
-                   f"ratio {paper['worst'][1]:.2f}. Settings at least as good on both (point values): "
+                   f"resolved ratio {paper['worst'][1]:.2f}. Settings at least as good on both (point values): "
                    f"{_names(sorted(dominating)) or 'none'}.")
     excluded = sum(v["excluded"] for v in verdict.values())
     geometry = sum(v["excluded_geometry"] for v in verdict.values())

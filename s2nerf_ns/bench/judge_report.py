@@ -22,7 +22,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from s2nerf_ns.bench import frontier
 from s2nerf_ns.bench.frontier_cells import cells
-from s2nerf_ns.bench.frontier_report import GEOMETRY, GEOMETRY_RESOLUTION, RESOLUTION, VS_CLIENT_SCOPES, sides
+from s2nerf_ns.bench.frontier_report import GEOMETRY, GEOMETRY_RESOLUTION, RESOLUTION, counted_ratios, sides
 from s2nerf_ns.bench.report import block_matches, replace_block
 
 
@@ -32,8 +32,7 @@ def resolved_cells(records: Sequence[dict]) -> List[Dict[str, object]]:
     baseline = [r for r in records if r["family"] == "splitnerf"]
     out = []
     for (room, family, _), entry in sorted(cells(baseline).items()):
-        keys = [sm for sm in (*entry["reference"], *((GEOMETRY + s, m) for s, m in entry.get("geometry_reference", {})))
-                if entry.get("geometry_against") != "victim" or sm[0] not in VS_CLIENT_SCOPES]  # no repeats
+        keys = list(counted_ratios(entry))  # every cell once (no vs-client repeats without ground truth)
         for scope, metric in keys:
             leak = sides(entry, (scope, metric))[1]
             if not math.isfinite(leak.point):

@@ -57,7 +57,8 @@ class LeakedViews(NamedTuple):
 
 @dataclass
 class SceneAidedOptions(SceneAidedSettings):
-    """The scene-aided phase's settings: those shared with the in-process pipeline, plus the server's own."""
+    """The scene-aided phase's settings: those shared with the in-process pipeline, plus the pose choices (here as the
+    server's command line offers them: no keypoint search, the server has no density read-out) and the replay."""
 
     pose: str = "known"
     pose_search: str = "retrieval"

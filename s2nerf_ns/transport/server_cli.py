@@ -1,8 +1,9 @@
 """``s2nerf-server``'s command line: every value is checked here, at startup, before anything is served or
 written (one line naming the flag); the server itself is :mod:`s2nerf_ns.transport.server`.
 
-Server side only: this module imports the server, the wire format and the certificate checks (and, with
-``--attack ssma``, ``server_attack`` to read the leaked photos), nothing of the client.
+Server side only: this module imports the server, the wire format, the certificate checks and the scene-aided
+attack's settings (plain values, shared with the in-process pipeline), and with ``--attack ssma`` ``server_attack``
+to read the leaked photos; nothing of the client.
 """
 
 from __future__ import annotations
