@@ -12,7 +12,8 @@ from s2nerf_ns.bench import pose_keypoints_report as report
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = [ROOT / "docs" / "results" / name for name in (
-    "pose_keypoints_128", "pose_keypoints_128_upper_sharp", "pose_keypoints_128_oracle", "pose_keypoints_128_basin")]
+    "pose_keypoints_128", "pose_keypoints_128_upper_sharp", "pose_keypoints_128_oracle", "pose_keypoints_128_basin",
+    "pose_keypoints_128_4000", "pose_keypoints_128_4000_basin")]
 
 
 def pose(yaw_deg: float, x: float) -> list:
@@ -154,3 +155,26 @@ def test_readme_basin_paragraph_matches_the_records():
     for claim in claims:
         assert claim in prose, claim
     assert max(r["depth_ratio"] for r in rows) < 0.6 and max(r["train_depth_ratio"] for r in rows) < 0.8
+
+
+def test_readme_longer_victim_sentences_match_the_records():
+    """The 4,000-step victim's sentences (end of the basin paragraph), recomputed from its committed records."""
+    search = report.load(ROOT / "docs" / "results" / "pose_keypoints_128_4000")
+    basin = report.load(ROOT / "docs" / "results" / "pose_keypoints_128_4000_basin")
+    steps = search["run"]["preset"]["steps"]
+    rows = {r["colour"]: r for r in report.basin_rows(basin)}
+    sur, own = rows["surrogate"], rows["client"]
+    text = (ROOT / "README.md").read_text()
+    prose = " ".join(text[text.index(report.END, text.index(report.BEGIN)):].split("\n\n")[2].split())
+    records = search["records"]
+    claims = [
+        f"trained {steps:,} steps (`pose_keypoints_128_4000`, {steps / 600:.1f} times the preset)",
+        f"(read-out {sur['train_depth_ratio']:.2f} of the true depth, within 10 % on {sur['train_within10'] * 100:.0f} % "
+        f"of the pixels) but not at the extra views ({sur['depth_ratio']:.2f}, {sur['within10'] * 100:.0f} %)",
+        f"no candidate with six inliers for any of its {len(records)} photos",
+        f"it ends within the goal on {sur['starts'][5.0][0]} of {sur['starts'][5.0][1]} through the surrogate's colour "
+        f"({own['starts'][5.0][0]} of {own['starts'][5.0][1]} with the victim's own)",
+    ]
+    assert all(r["inliers"] == 0 for r in records) and all(r["victim"] == "splitnerf" for r in records)
+    for claim in claims:
+        assert claim in prose, claim

@@ -161,7 +161,8 @@ def header(result: Dict) -> str:
     run = result["run"]
     prov, search = run["provenance"], run["search"]
     dirty = " (dirty tree, --allow-dirty)" if prov.get("git_dirty") or prov.get("allow_dirty") else ""
-    return (f"`{result['folder'].name}`: commit {str(prov['git_commit'])[:7]}{dirty}, seed {run['seed']}, "
+    steps = f", victims trained {run['preset']['steps']} steps" if "preset" in run else ""
+    return (f"`{result['folder'].name}`: commit {str(prov['git_commit'])[:7]}{dirty}, seed {run['seed']}{steps}, "
             f"up to {search['candidates']} training poses rendered per photo (the upper bound: every training photo), {search['detector']}, ratio {search['ratio']}, photo blur "
             f"{search['photo_blur']}, RANSAC {search['reprojection_px']} px, at least {search['min_inliers']} inliers, "
             f"{search['rounds']} rounds.")
