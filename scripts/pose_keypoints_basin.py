@@ -46,6 +46,28 @@ def offset_pose(c2w: torch.Tensor, deg: float, dist: float, rng: np.random.Gener
     return torch.cat([rot @ c2w[:, :3], (c2w[:, 3] + move)[:, None]], dim=1)
 
 
+def client_depth(pipeline, origins: torch.Tensor, directions: torch.Tensor, h: torch.Tensor, bins: torch.Tensor
+                 ) -> torch.Tensor:
+    """EVALUATION: the client's own depth [R,1], composited like its colour (the ray's last sample behind what it
+    leaves transparent), as the geometry evaluation scores the victim's depth."""
+    out = pipeline.model.client_render(SimpleNamespace(origins=origins, directions=directions), bins, h)
+    acc = out["accumulation"].clamp(0, 1)
+    return out["depth"] * acc + (1 - acc) * (bins[:, -2:-1] + bins[:, -1:]) / 2
+
+
+def depth_errors(readout: torch.Tensor, own: torch.Tensor, dirs: torch.Tensor, true_z: Optional[torch.Tensor]) -> dict:
+    """The read-out's distances [P] against the client's own [P] and, where given, the room's z-depth [P] (``dirs``
+    [P,3]: unit camera-frame directions, OpenGL axes)."""
+    out = {"readout_vs_client_depth_median_relerr": float(((readout - own).abs() / own.clamp_min(1e-6)).median())}
+    if true_z is not None:
+        z, t = readout * (-dirs[:, 2]), true_z.reshape(-1).to(readout)  # distance along the unit ray -> z-depth
+        err = (z - t).abs() / t.clamp_min(1e-6)
+        out.update(readout_vs_true_depth_median_relerr=float(err.median()),
+                   readout_over_true_depth_median=float((z / t.clamp_min(1e-6)).median()),
+                   readout_within10_of_true_depth=float((err <= 0.1).float().mean()))
+    return out
+
+
 @torch.no_grad()
 def at_truth(pipeline, render, image: torch.Tensor, intrinsics, truth: torch.Tensor, cfg: KeypointSearchConfig,
              true_depth: Optional[torch.Tensor]) -> dict:
@@ -58,24 +80,14 @@ def at_truth(pipeline, render, image: torch.Tensor, intrinsics, truth: torch.Ten
     keypoints, matches, correct = correct_matches(gray8(image), gray8(rgb), cfg)
     _, inliers = PhotoKeypoints(image, intrinsics, cfg).pose_from_view(rgb, distance, truth, guess=truth)
 
-    def client_depth(origins, directions):  # EVALUATION: the client's own depth, for the read-out's error
+    def own_depth(origins, directions):
         h_, bins = pipeline.embed(origins, directions)
-        out = pipeline.model.client_render(SimpleNamespace(origins=origins, directions=directions), bins, h_)
-        acc = out["accumulation"].clamp(0, 1)  # composited like its colour, as the geometry evaluation does
-        return out["depth"] * acc + (1 - acc) * (bins[:, -2:-1] + bins[:, -1:]) / 2
+        return client_depth(pipeline, origins, directions, h_, bins)
 
-    own = render_views(client_depth, truth[None], dirs, cfg.max_rays_per_call)[0].reshape(h, w)
-    rel = ((distance - own).abs() / own.clamp_min(1e-6)).reshape(-1)
+    own = render_views(own_depth, truth[None], dirs, cfg.max_rays_per_call)[0].reshape(-1)
     mse = float(((rgb.clamp(0, 1) - image) ** 2).mean())
-    out = {"psnr": -10 * math.log10(max(mse, 1e-12)), "photo_keypoints": keypoints, "matches": matches,
-           "correct": correct, "pnp_inliers": inliers, "readout_vs_client_depth_median_relerr": float(rel.median())}
-    if true_depth is not None:  # EVALUATION: the room's rendered z-depth at this view
-        z = distance * (-dirs[:, 2]).reshape(h, w)  # distance along the unit ray -> z-depth (OpenGL camera)
-        err = ((z - true_depth.to(z)).abs() / true_depth.to(z).clamp_min(1e-6)).reshape(-1)
-        out.update(readout_vs_true_depth_median_relerr=float(err.median()),
-                   readout_over_true_depth_median=float((z / true_depth.to(z).clamp_min(1e-6)).median()),
-                   readout_within10_of_true_depth=float((err <= 0.1).float().mean()))
-    return out
+    return {"psnr": -10 * math.log10(max(mse, 1e-12)), "photo_keypoints": keypoints, "matches": matches,
+            "correct": correct, "pnp_inliers": inliers, **depth_errors(distance.reshape(-1), own, dirs, true_depth)}
 
 
 def leaked_depth(pipeline, i: int, height: int, width: int) -> Optional[torch.Tensor]:
@@ -105,23 +117,12 @@ def training_view_depth(pipeline, count: int) -> list:
 
         def depths(origins, directions):  # SERVER read-out, then EVALUATION: the client's own (composited)
             h_, bins = pipeline.embed(origins, directions)
-            own = pipeline.model.client_render(SimpleNamespace(origins=origins, directions=directions), bins, h_)
-            acc = own["accumulation"].clamp(0, 1)
             return torch.cat([pipeline.readout_depth(h_, origins, directions, bins),
-                              own["depth"] * acc + (1 - acc) * (bins[:, -2:-1] + bins[:, -1:]) / 2], dim=-1)
+                              client_depth(pipeline, origins, directions, h_, bins)], dim=-1)
 
         both = render_views(depths, c2w[None], dirs, 1 << 14)[0]
-        readout, own = both[:, 0], both[:, 1]
-        record = {"view": index, "readout_vs_client_depth_median_relerr":
-                  float(((readout - own).abs() / own.clamp_min(1e-6)).median())}
-        true = geo.reference_depth(meta, index, h, w)
-        if true is not None:
-            z, t = readout * (-dirs[:, 2]), true.reshape(-1).to(readout)
-            err = (z - t).abs() / t.clamp_min(1e-6)
-            record.update(readout_vs_true_depth_median_relerr=float(err.median()),
-                          readout_over_true_depth_median=float((z / t.clamp_min(1e-6)).median()),
-                          readout_within10_of_true_depth=float((err <= 0.1).float().mean()))
-        out.append(record)
+        true_z = geo.reference_depth(meta, index, h, w)
+        out.append({"view": index, **depth_errors(both[:, 0], both[:, 1], dirs, true_z)})
     return out
 
 
@@ -158,7 +159,8 @@ def main() -> None:
     cfg = KeypointSearchConfig(**run["search"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "run.json").write_text(json.dumps({
-        "search": dataclasses.asdict(cfg), "victims_provenance": run.get("provenance"), "starts": args.starts, "repeats": args.repeats, "provenance": provenance,
+        "search": dataclasses.asdict(cfg), "victims_provenance": run.get("provenance"), "starts": args.starts,
+        "repeats": args.repeats, "provenance": provenance,
         "command": "OMP_NUM_THREADS=2 python " + " ".join(sys.argv), "victims_from": str(args.victims)}, indent=2))
     path = args.out / "records.jsonl"
     done = {(r["room"], r["victim"], r["colour"], r["leaked"], r["start_deg"], r["repeat"])
@@ -185,7 +187,8 @@ def main() -> None:
         train_path = args.out / "train_depth.jsonl"
         if args.train_views and (room, victim) not in done_train:
             for record in training_view_depth(pipeline, args.train_views):
-                record.update(room=room, victim=victim, commit=provenance["git_commit"], git_dirty=provenance["git_dirty"])
+                record.update(room=room, victim=victim, commit=provenance["git_commit"],
+                              git_dirty=provenance["git_dirty"])
                 print(json.dumps(record), flush=True)
                 with train_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")

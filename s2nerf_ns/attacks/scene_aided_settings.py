@@ -25,10 +25,11 @@ class SceneAidedSettings:
     """Scene-aided attack: attacker-only leaked-photo steps after the victim's last step (for the server: run_steps
     from Hello), on the final server fields."""
     post_training_replay_every: int = 0
-    """Scene-aided attack: interleave one replayed gradient-matching step every N post-training steps (0: never; replayed gradient
-    matching also pulls the surrogate towards the gray-ish dummies and was measured to hurt)."""
+    """Scene-aided attack: interleave one replayed gradient-matching step every N post-training steps (0: never;
+    replayed gradient matching also pulls the surrogate towards the gray-ish dummies and was measured to hurt)."""
     pose_rounds: int = 3
-    """Scene-aided attack, estimated pose: rounds of (refine the pose, then fit the surrogate to the leak at that pose)."""
+    """Scene-aided attack, estimated pose: rounds of (refine the pose, then fit the surrogate to the leak at that
+    pose)."""
     pose_refine_steps: int = 150
     """Scene-aided attack, estimated pose: iNeRF steps per round."""
     pose_fit_steps: int = 100
