@@ -13,14 +13,13 @@ generated from it by ``python -m s2nerf_ns.bench.geometry_report FOLDER``.
 import argparse
 import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from s2nerf_ns.bench import frontier, geometry_report
-from s2nerf_ns.bench.common import PRESETS, checked_provenance, environment
+from s2nerf_ns.bench.common import PRESETS, checked_provenance, environment, synced_clock
 
 POINTS = geometry_report.POINTS
 
@@ -80,10 +79,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     if args.pictures:
-        start = time.perf_counter()
+        start = synced_clock()
         record = frontier.run_point(args.pictures, "client-appearance", 0.0, preset, out / "pictures_run",
                                     args.seeds[0], False, images=True)
-        record.update(provenance=provenance, wall_seconds=time.perf_counter() - start, inversion=True)
+        record.update(provenance=provenance, wall_seconds=synced_clock() - start, inversion=True)
         (out / "pictures_record.json").write_text(json.dumps(record, indent=2))
         return
     path = out / "frontier.json"
@@ -100,14 +99,14 @@ def main() -> None:
                 if (room, family or "splitnerf", value, seed) in done:
                     continue
                 print(f"geometry: {room} seed {seed} {family or 'splitnerf'} = {value:g}", flush=True)
-                start = time.perf_counter()
+                start = synced_clock()
                 record = frontier.run_point(room, family, value, preset, out / "runs", seed, False,
                                             images=(room, seed) == (args.rooms[0], args.seeds[0]), inversion=False)
                 record["provenance"] = provenance
-                record["wall_seconds"] = time.perf_counter() - start
+                record["wall_seconds"] = synced_clock() - start
                 results["records"].append(record)
                 path.write_text(json.dumps(results, indent=2))
-                print(f"geometry: {time.perf_counter() - start:.0f} s, psnr {record['psnr']:.2f}", flush=True)
+                print(f"geometry: {synced_clock() - start:.0f} s, psnr {record['psnr']:.2f}", flush=True)
     results["records"] = frontier.with_loss(results)
     path.write_text(json.dumps(results, indent=2))
 

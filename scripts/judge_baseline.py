@@ -12,13 +12,12 @@ Writes FOLDER/frontier.json (resumable); ``python -m s2nerf_ns.bench.judge_repor
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from s2nerf_ns.bench import frontier
-from s2nerf_ns.bench.common import PRESETS, checked_provenance, environment
+from s2nerf_ns.bench.common import PRESETS, checked_provenance, environment, synced_clock
 
 
 def main() -> None:
@@ -44,9 +43,9 @@ def main() -> None:
             if (room, seed) in done:
                 continue
             print(f"judge: {room} seed {seed}", flush=True)
-            start = time.perf_counter()
+            start = synced_clock()
             record = frontier.run_point(room, None, 0.0, preset, args.out / "runs", seed, False)
-            record.update(provenance=provenance, wall_seconds=time.perf_counter() - start)
+            record.update(provenance=provenance, wall_seconds=synced_clock() - start)
             results["records"].append(record)
             path.write_text(json.dumps(results, indent=2))
             print(f"judge: {record['wall_seconds']:.0f} s, psnr {record['psnr']:.2f}", flush=True)

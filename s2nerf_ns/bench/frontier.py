@@ -17,15 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
-
 
 from s2nerf_ns.bench import frontier_cells, frontier_figure
 from s2nerf_ns.bench.frontier_figure import pareto  # noqa: F401 (the front's definition, used by the figure)
 from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_choices, check_seeds, checked_provenance, environment,
-                                    sized_config, train_seeded, with_values)
+                                    sized_config, synced_clock, train_seeded, with_values)
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.errors import InputError
 from s2nerf_ns.integration.methods import method_config
@@ -130,7 +128,7 @@ def run_point(room: str, family: Optional[str], value: float, preset: Preset, ou
     config = with_values(sized_config(method_config("splitnerf-sma"), preset, room, out_dir, name, **spec), {
         "machine.seed": seed, "pipeline.attack.adaptive": adaptive, "pipeline.attack.replay_steps": preset.replay_steps,
         "pipeline.datamanager.dataparser.num_extra_views": EXTRA_VIEWS, "pipeline.inversion": inversion})
-    start = time.perf_counter()
+    start = synced_clock()
     trainer = train_seeded(config, seed)
     run_dir = Path(trainer.base_dir)
     metrics, per_view = eval_with_views(trainer.pipeline, run_dir / "eval_images" if images else None)
@@ -151,7 +149,7 @@ def run_point(room: str, family: Optional[str], value: float, preset: Preset, ou
         "per_view": per_view,
         "epsilon": None if privacy is None else privacy["epsilon"],
         "delta": None if privacy is None else privacy["delta"],
-        "privacy": privacy, "train_seconds": time.perf_counter() - start, "run_dir": str(run_dir),
+        "privacy": privacy, "train_seconds": synced_clock() - start, "run_dir": str(run_dir),
         "nmi_debiased": True,  # NMI less its permutation baseline (evaluation.leakage.nmi)
     }
     return record

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -25,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from s2nerf_ns.attacks.pose.config import PoseSearchConfig, attack_search_config
 from s2nerf_ns.bench.common import (EXTRA_VIEWS, PRESETS, Preset, check_choices, check_seeds, checked_provenance, environment,
-                                    sized_config, train_seeded, with_values)
+                                    sized_config, synced_clock, train_seeded, with_values)
 from s2nerf_ns.bench.privacy_summary import summarise
 from s2nerf_ns.defenses import DefenseConfig
 from s2nerf_ns.errors import InputError
@@ -81,9 +80,9 @@ def run_cell(room: str, defense: str, preset: Preset, out_dir: Path, seed: int, 
              pose_search: str = "retrieval", num_leaked: int = 1, search: Optional[PoseSearchConfig] = None) -> dict:
     config = cell_config(room, defense, preset, out_dir, seed, pose, pose_search, num_leaked, search)
     config = with_values(config, {"timestamp": f"{config.timestamp}_seed{seed}"})
-    start = time.perf_counter()
+    start = synced_clock()
     trainer = train_seeded(config, seed)
-    train_seconds = time.perf_counter() - start
+    train_seconds = synced_clock() - start
     pipeline = trainer.pipeline
     summary = json.loads((trainer.base_dir / "attack" / "attack_summary.json").read_text())
     final = summary["eval_metrics"]  # what ns-eval reports for this run's checkpoint (the SSMA attacker)
